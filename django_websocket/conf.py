@@ -1,0 +1,38 @@
+"""Library settings: the defaults and the one function that reads them.
+
+Settings are read when they are needed, never at import time, so
+``override_settings`` and pytest-django's ``settings`` fixture apply. A view's
+decorator arguments win over settings, which win over these defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Origins allowed besides those whose host is in ALLOWED_HOSTS, e.g.
+    # ["https://app.example.com"]; "*" allows any origin.
+    "WEBSOCKET_ALLOWED_ORIGINS": [],
+    # Refuse handshakes without an Origin header (non-browser clients).
+    "WEBSOCKET_REQUIRE_ORIGIN": False,
+    # Largest incoming message, in bytes, after decompression; None: no limit.
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Seconds between keepalive pings, and how long to wait for the pong.
+    "WEBSOCKET_PING_INTERVAL": 20.0,
+    "WEBSOCKET_PING_TIMEOUT": 20.0,
+    # Seconds to wait for the client to complete the closing handshake.
+    "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
+    # Negotiate permessage-deflate (RFC 7692) when the client offers it.
+    "WEBSOCKET_COMPRESSION": True,
+    # Bytes queued for a client that reads too slowly before it is dropped.
+    "WEBSOCKET_MAX_SEND_BACKLOG": 4 * 1024 * 1024,
+    # Subprotocols a view accepts, in order of preference.
+    "WEBSOCKET_SUBPROTOCOLS": [],
+}
+
+
+def get_setting(name: str) -> Any:
+    """Return the project's value for setting *name*, or its default."""
+    return getattr(settings, name, DEFAULTS[name])

@@ -1,0 +1,180 @@
+"""``@require_websocket`` and ``@accept_websocket``: WebSocket views.
+
+Both work bare or with options; an option left out falls back to its
+``WEBSOCKET_*`` setting, then to the default in ``conf.py``::
+
+    @require_websocket
+    def echo(request): ...
+
+    @accept_websocket(subprotocols=["chat.v1"], max_message_size=64 * 1024)
+    def chat(request): ...
+
+The decorated view runs inside Django's whole request stack (middleware,
+sessions, ``request.user``) in the connection's own thread. It returns
+nothing: once it returns, the closing handshake completes (1000, or 1011
+if it raised, logged with the traceback) and the server writes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any, TypeVar, overload
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.log import log_response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from django_websocket.conf import get_setting
+from django_websocket.connection import WebSocket
+from django_websocket.exceptions import CloseCode, HandshakeError
+from django_websocket.handshake import is_upgrade_request, perform_handshake
+from django_websocket.transport import take_over
+
+__all__ = ["accept_websocket", "require_websocket"]
+
+logger = logging.getLogger("django_websocket")
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+# Decorator keyword argument -> setting it overrides.
+_OPTIONS = {
+    "allowed_origins": "WEBSOCKET_ALLOWED_ORIGINS",
+    "require_origin": "WEBSOCKET_REQUIRE_ORIGIN",
+    "max_message_size": "WEBSOCKET_MAX_MESSAGE_SIZE",
+    "ping_interval": "WEBSOCKET_PING_INTERVAL",
+    "ping_timeout": "WEBSOCKET_PING_TIMEOUT",
+    "close_timeout": "WEBSOCKET_CLOSE_TIMEOUT",
+    "compression": "WEBSOCKET_COMPRESSION",
+    "max_send_backlog": "WEBSOCKET_MAX_SEND_BACKLOG",
+    "subprotocols": "WEBSOCKET_SUBPROTOCOLS",
+}
+
+
+@overload
+def require_websocket(view: View, /) -> View: ...
+@overload
+def require_websocket(**options: Any) -> Callable[[View], View]: ...
+def require_websocket(view: Any = None, /, **options: Any) -> Any:
+    """Serve *view* over WebSocket only; any other request gets a 400.
+
+    Options (all optional): ``subprotocols``, ``allowed_origins``,
+    ``require_origin``, ``max_message_size``, ``ping_interval``,
+    ``ping_timeout``, ``close_timeout``, ``compression``, ``max_send_backlog``.
+    """
+    return _decorate(view, options, required=True)
+
+
+@overload
+def accept_websocket(view: View, /) -> View: ...
+@overload
+def accept_websocket(**options: Any) -> Callable[[View], View]: ...
+def accept_websocket(view: Any = None, /, **options: Any) -> Any:
+    """Serve *view* over WebSocket and plain HTTP alike.
+
+    ``request.is_websocket()`` tells which; for plain HTTP
+    ``request.websocket`` is ``None`` and the view returns a response as
+    usual. Takes the same options as ``require_websocket``.
+    """
+    return _decorate(view, options, required=False)
+
+
+def _decorate(view: Any, options: dict[str, Any], *, required: bool) -> Any:
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"unexpected option(s) {sorted(unknown)}; expected some of {sorted(_OPTIONS)}"
+        )
+    if view is None:
+        return lambda view: _decorate(view, options, required=required)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not is_upgrade_request(request):
+            request.websocket = None  # type: ignore[attr-defined]
+            request.is_websocket = lambda: False  # type: ignore[attr-defined]
+            if required:
+                return _refuse(
+                    request,
+                    HandshakeError(
+                        400,
+                        "This URL only accepts WebSocket connections "
+                        "(no 'Upgrade: websocket' header in the request)",
+                    ),
+                )
+            return view(request, *args, **kwargs)
+        return _serve(view, request, _resolve(options), args, kwargs)
+
+    wrapper.websocket_options = options  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _resolve(options: dict[str, Any]) -> dict[str, Any]:
+    """Decorator argument, else setting, else default; read per request."""
+    return {
+        name: options[name] if name in options else get_setting(setting)
+        for name, setting in _OPTIONS.items()
+    }
+
+
+def _serve(
+    view: Callable[..., Any],
+    request: HttpRequest,
+    options: dict[str, Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> HttpResponse:
+    try:
+        handshake = perform_handshake(
+            request,
+            subprotocols=options["subprotocols"],
+            allowed_origins=options["allowed_origins"],
+            require_origin=options["require_origin"],
+            compression=options["compression"],
+        )
+        transport = take_over(request)
+    except HandshakeError as error:
+        return _refuse(request, error)
+
+    protocol = ServerProtocol(state=State.OPEN, max_size=options["max_message_size"])
+    protocol.extensions = handshake.extensions
+    websocket = WebSocket(
+        transport.socket,
+        protocol,
+        path=request.path,
+        subprotocol=handshake.subprotocol,
+        ping_interval=options["ping_interval"],
+        ping_timeout=options["ping_timeout"],
+        close_timeout=options["close_timeout"],
+        max_send_backlog=options["max_send_backlog"],
+    )
+    websocket.start(handshake.response, transport.buffered)
+    request.websocket = websocket  # type: ignore[attr-defined]
+    request.is_websocket = lambda: True  # type: ignore[attr-defined]
+    code, reason = CloseCode.NORMAL_CLOSURE, ""
+    try:
+        view(request, *args, **kwargs)
+    except Exception:
+        logger.exception("WebSocket view %s raised", request.path, extra={"request": request})
+        code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+    finally:
+        websocket.finish(code, reason)
+    return transport.response
+
+
+def _refuse(request: HttpRequest, error: HandshakeError) -> HttpResponse:
+    response = HttpResponse(
+        error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8"
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    log_response(
+        "WebSocket handshake refused (%s): %s",
+        request.path,
+        error.reason,
+        response=response,
+        request=request,
+    )
+    return response

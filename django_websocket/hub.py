@@ -1,0 +1,180 @@
+"""The process-wide I/O hub: one thread that serves every open connection.
+
+The hub keeps the registry of open connections (so that ``close_all()`` can
+send 1001 to each on shutdown), drains the outbound buffers of clients that
+read slower than the server writes, and runs the timers: keepalive pings and
+the deadline of each closing handshake. Views never wait on the hub; they
+read their own socket. Under gevent the hub is a greenlet like any thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django_websocket.connection import WebSocket
+
+__all__ = ["Hub", "close_all", "get_hub"]
+
+
+class Hub:
+    """Registry, writer and timer thread for the connections of a process."""
+
+    def __init__(self) -> None:
+        # Protects _connections, _timers, _writers and the selector's
+        # registrations; never held while a connection's own lock is taken.
+        self._lock = threading.Lock()
+        self._connections: set[WebSocket] = set()
+        self._writers: set[WebSocket] = set()
+        self._timers: list[tuple[float, int, WebSocket]] = []
+        self._sequence = itertools.count()
+        self._selector = selectors.DefaultSelector()
+        self._wakeup_recv, self._wakeup_send = socket.socketpair()
+        self._wakeup_recv.setblocking(False)
+        self._wakeup_send.setblocking(False)
+        self._selector.register(self._wakeup_recv, selectors.EVENT_READ)
+        self._thread: threading.Thread | None = None
+
+    def connections(self) -> list[WebSocket]:
+        """Return a snapshot of the open connections."""
+        with self._lock:
+            return list(self._connections)
+
+    def add(self, connection: WebSocket) -> None:
+        with self._lock:
+            self._connections.add(connection)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="django-websocket-hub", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, connection: WebSocket) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+            if connection in self._writers:
+                self._writers.discard(connection)
+                self._unregister(connection)
+
+    def want_write(self, connection: WebSocket) -> None:
+        """Drain *connection*'s outbound buffer as its socket becomes writable."""
+        with self._lock:
+            if connection in self._writers or connection not in self._connections:
+                return
+            self._writers.add(connection)
+            try:
+                self._selector.register(
+                    connection.socket, selectors.EVENT_WRITE, connection
+                )
+            except (ValueError, OSError):
+                self._writers.discard(connection)
+                return
+        self._wake()
+
+    def done_writing(self, connection: WebSocket) -> None:
+        with self._lock:
+            if connection in self._writers:
+                self._writers.discard(connection)
+                self._unregister(connection)
+
+    def call_at(self, when: float, connection: WebSocket) -> None:
+        """Call ``connection.on_timer()`` at monotonic time *when*."""
+        with self._lock:
+            earliest = self._timers[0][0] if self._timers else None
+            heapq.heappush(self._timers, (when, next(self._sequence), connection))
+        if earliest is None or when < earliest:
+            self._wake()
+
+    def _unregister(self, connection: WebSocket) -> None:
+        try:
+            self._selector.unregister(connection.socket)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _wake(self) -> None:
+        try:
+            self._wakeup_send.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                timeout = (
+                    max(0.0, self._timers[0][0] - time.monotonic())
+                    if self._timers
+                    else None
+                )
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    self._drain_wakeups()
+                else:
+                    key.data.on_writable()
+            self._fire_timers()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wakeup_recv.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for connection in due:
+            if connection in self._connections:
+                connection.on_timer(now)
+
+
+_hub: Hub | None = None
+# Serializes the lazy creation of the process's hub.
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """Return this process's hub, creating it on first use."""
+    global _hub
+    if _hub is None:
+        with _hub_lock:
+            if _hub is None:
+                _hub = Hub()
+    return _hub
+
+
+def _forget_hub() -> None:
+    # A forked worker must not share its parent's hub thread or sockets.
+    global _hub
+    _hub = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hub)
+
+
+def close_all(code: int = 1001, reason: str = "server shutting down") -> int:
+    """Start the closing handshake on every open connection of this process.
+
+    Does not wait: each view sees the client's reply and its ``wait()``
+    returns ``None``. Safe to call from any thread (not from a signal handler
+    under gevent: write to a pipe there and call this from a thread).
+
+    Returns:
+        How many connections were asked to close.
+    """
+    if _hub is None:
+        return 0
+    connections = _hub.connections()
+    for connection in connections:
+        connection.close(code, reason)
+    return len(connections)

@@ -1,0 +1,92 @@
+"""The threaded WSGI server behind ``runserver`` and the test server.
+
+Django's development server with one change: a request that a WebSocket
+view upgraded hands its socket to the view and gets nothing written after
+it, no HTTP response and no keep-alive loop. Like Django's own server, it
+is meant for development and tests. DON'T USE IT FOR PRODUCTION USE; use
+gunicorn there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.servers import basehttp
+
+from django_websocket.transport import SOCKET_KEY, TAKE_BUFFERED_KEY, UPGRADED_KEY
+
+__all__ = [
+    "ThreadedWebSocketWSGIServer",
+    "WebSocketRequestHandler",
+    "WebSocketServerHandler",
+    "WebSocketWSGIServer",
+]
+
+
+class WebSocketServerHandler(basehttp.ServerHandler):
+    """Writes nothing once the view has taken the socket over."""
+
+    request_handler: WebSocketRequestHandler
+
+    def finish_response(self) -> None:
+        if self.environ.get(UPGRADED_KEY):
+            self.request_handler.close_connection = True
+            self.close()
+            return
+        super().finish_response()
+
+
+class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
+    """Puts the socket of an upgrade request in the environ."""
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        if "websocket" in self.headers.get("Upgrade", "").lower():
+            # Never read the WebSocket stream as a next HTTP request, even
+            # when the view fails before the handshake completes.
+            self.close_connection = True
+            environ[SOCKET_KEY] = self.connection
+            environ[TAKE_BUFFERED_KEY] = self._take_buffered
+        return environ
+
+    def _take_buffered(self) -> bytes:
+        """Return the bytes the request reader buffered past the headers."""
+        self.connection.setblocking(False)
+        try:
+            return self.rfile.read1(65536) or b""
+        except OSError:
+            return b""
+
+    def handle_one_request(self) -> None:
+        # Django's handle_one_request() with WebSocketServerHandler.
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = WebSocketServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ()
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+
+class WebSocketWSGIServer(basehttp.WSGIServer):
+    """Django's WSGIServer serving requests with WebSocketRequestHandler."""
+
+    def __init__(self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server_address, WebSocketRequestHandler, *args, **kwargs)
+
+
+class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
+    """Django's ThreadedWSGIServer (one daemon thread per connection, shared
+    test database connections) serving requests with WebSocketRequestHandler."""
+
+    def __init__(
+        self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(server_address, WebSocketRequestHandler, *args, **kwargs)

@@ -1,0 +1,104 @@
+"""Taking the client's socket over from the WSGI server.
+
+Supported servers:
+
+- the library's ``runserver`` and test server (``server.py``), which put the
+  socket in ``environ["django_websocket.socket"]`` and write nothing after an
+  upgraded request;
+- gunicorn's gthread and gevent workers, through ``environ["gunicorn.socket"]``;
+  the view's response then stops gunicorn from writing (see
+  ``_GunicornUpgradeResponse``).
+
+Under any other server the handshake is refused with 501 and a reason naming
+the servers that work.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from django.http import HttpRequest, HttpResponse
+
+from django_websocket.exceptions import HandshakeError
+
+__all__ = ["SOCKET_KEY", "TAKE_BUFFERED_KEY", "UPGRADED_KEY", "Transport", "take_over"]
+
+# Keys the library's own WSGI server puts in the environ (server.py).
+SOCKET_KEY = "django_websocket.socket"
+TAKE_BUFFERED_KEY = "django_websocket.take_buffered"
+UPGRADED_KEY = "django_websocket.upgraded"
+
+
+class _UpgradedResponse(HttpResponse):
+    """What the decorator returns after a WebSocket view under runserver:
+    the server recognises the upgraded request and writes nothing."""
+
+    status_code = 101
+
+
+class _GunicornUpgradeResponse(HttpResponse):
+    """Returned after a WebSocket view under gunicorn.
+
+    gunicorn iterates the response to write it. Raising ``StopIteration``
+    from ``__iter__`` (not from ``__next__``) escapes its ``for`` loop, and
+    gunicorn's workers treat it as "close the connection, write nothing";
+    ``close()`` still runs, so Django's ``request_finished`` fires.
+    """
+
+    status_code = 101
+
+    def __iter__(self) -> NoReturn:  # type: ignore[override]
+        raise StopIteration("websocket finished")
+
+
+@dataclass
+class Transport:
+    """The socket of an upgraded request and what the server had read ahead."""
+
+    socket: socket.socket
+    buffered: bytes
+    response: HttpResponse
+
+
+def take_over(request: HttpRequest) -> Transport:
+    """Take the raw socket of *request* from the WSGI server.
+
+    The socket is switched to non-blocking mode.
+
+    Raises:
+        HandshakeError: 501 if the server does not expose its socket.
+    """
+    environ: dict[str, Any] = request.META
+    if SOCKET_KEY in environ:
+        sock = environ[SOCKET_KEY]
+        buffered = environ[TAKE_BUFFERED_KEY]()
+        environ[UPGRADED_KEY] = True
+        response: HttpResponse = _UpgradedResponse()
+    elif "gunicorn.socket" in environ:
+        sock = environ["gunicorn.socket"]
+        buffered = _gunicorn_buffered(environ)
+        response = _GunicornUpgradeResponse()
+    else:
+        raise HandshakeError(
+            501,
+            "This server cannot hand its socket to a WebSocket view; use "
+            "django_websocket's runserver or gunicorn (gthread or gevent)",
+        )
+    sock.setblocking(False)
+    return Transport(socket=sock, buffered=buffered, response=response)
+
+
+def _gunicorn_buffered(environ: dict[str, Any]) -> bytes:
+    # Bytes gunicorn's parser read past the request headers (a client may
+    # send its first frame right behind the handshake). Private API, hence
+    # getattr with a fallback.
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    unreader = getattr(reader, "unreader", None)
+    take = getattr(unreader, "take_buffered", None)
+    if take is None:
+        return b""
+    data = take()
+    return bytes(data) if data else b""
+
