@@ -422,8 +422,10 @@ class WebSocket:
         self._abort()
 
     def _abort(self) -> None:
-        """Tear the TCP connection down; the reader sees end of stream."""
+        """Tear the TCP connection down and mark the connection closed."""
         self._shutdown(socket.SHUT_RDWR)
+        self._protocol.receive_eof()
+        self._protocol.data_to_send()
         self._drained.notify_all()
 
     def _shutdown(self, how: int) -> None:

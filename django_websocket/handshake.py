@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake
 from websockets.extensions import Extension
@@ -136,7 +136,7 @@ def _check_origin(
         return
     if "*" in allowed_origins or origin in allowed_origins:
         return
-    host = urlsplit(origin).netloc if origin != "null" else ""
+    host, _ = split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         # Django's own rule for an empty ALLOWED_HOSTS in DEBUG.

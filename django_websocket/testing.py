@@ -34,6 +34,7 @@ from django.apps import apps
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
 from websockets.exceptions import ConnectionClosed as _ClientClosed
+from websockets.frames import Frame, Opcode
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
@@ -198,6 +199,14 @@ class WebSocketClient:
 
     def send_json(self, value: Any) -> None:
         self.send(json.dumps(value))
+
+    def send_frame(self, opcode: Opcode, data: bytes, *, fin: bool = True) -> None:
+        """Send one raw frame, e.g. invalid UTF-8 or a lone fragment, to test
+        how a view copes with a misbehaving client."""
+        connection = self.connection
+        with connection.protocol_mutex:
+            connection.protocol.send_frame(Frame(opcode, data, fin=fin))
+            connection.send_data()
 
     def receive(self, timeout: float | None = None) -> str | bytes:
         """Return the next message.

@@ -1,0 +1,128 @@
+"""Opening handshake validation, over real sockets (RFC 6455 section 4.2)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from django_websocket.tests.conftest import HANDSHAKE, raw_request
+
+pytestmark = pytest.mark.urls("django_websocket.tests.urls")
+
+
+def test_valid_handshake_switches_protocols(live_server):
+    response = raw_request(live_server, "/echo/", HANDSHAKE)
+    assert response.status == 101
+    # RFC 6455 section 1.3's worked example of the accept key.
+    assert response.headers["Sec-WebSocket-Accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert response.headers["Upgrade"] == "websocket"
+
+
+def test_connection_header_only_needs_to_contain_upgrade(live_server):
+    """Firefox sends "Connection: keep-alive, Upgrade"."""
+    headers = {**HANDSHAKE, "Connection": "keep-alive, Upgrade"}
+    assert raw_request(live_server, "/echo/", headers).status == 101
+
+
+def test_missing_key_is_refused_with_400_and_the_reason(live_server):
+    headers = {k: v for k, v in HANDSHAKE.items() if k != "Sec-WebSocket-Key"}
+    response = raw_request(live_server, "/echo/", headers)
+    assert response.status == 400
+    assert response.body == b"Missing Sec-WebSocket-Key header\n"
+
+
+def test_malformed_key_is_refused_with_400(live_server):
+    headers = {**HANDSHAKE, "Sec-WebSocket-Key": base64.b64encode(b"short").decode()}
+    response = raw_request(live_server, "/echo/", headers)
+    assert response.status == 400
+    assert b"Invalid Sec-WebSocket-Key 'c2hvcnQ='" in response.body
+
+
+def test_version_8_is_refused_with_426_naming_version_13(live_server):
+    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Sec-WebSocket-Version": "8"})
+    assert response.status == 426
+    assert response.headers["Sec-WebSocket-Version"] == "13"
+    assert b"Unsupported Sec-WebSocket-Version '8'" in response.body
+
+
+def test_connection_without_upgrade_token_is_refused(live_server):
+    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Connection": "keep-alive"})
+    assert response.status == 400
+    assert response.body == b"Connection header must contain 'upgrade', got 'keep-alive'\n"
+
+
+def test_post_upgrade_is_refused_with_405(live_server):
+    response = raw_request(
+        live_server, "/echo/", {**HANDSHAKE, "Content-Length": "0"}, method="POST"
+    )
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET"
+
+
+def test_plain_get_to_a_websocket_only_view_is_refused_with_400(live_server):
+    response = raw_request(live_server, "/echo/", {"Host": "127.0.0.1"})
+    assert response.status == 400
+    assert b"only accepts WebSocket connections" in response.body
+
+
+def test_foreign_origin_is_refused_with_403_and_the_reason(live_server, ws, caplog):
+    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Origin": "http://evil.test"})
+    assert response.status == 403
+    assert response.body == b"Origin 'http://evil.test' is not allowed\n"
+    assert "Origin 'http://evil.test' is not allowed" in caplog.text
+
+
+def test_same_site_origin_and_no_origin_are_accepted(live_server, ws):
+    for origin in (f"http://127.0.0.1:{live_server.port}", None):
+        with ws("/echo/", origin=origin) as client:
+            client.send("hi")
+            assert client.receive() == "hi"
+
+
+def test_allowed_origins_setting_admits_another_site(live_server, ws, settings):
+    settings.WEBSOCKET_ALLOWED_ORIGINS = ["https://app.example.com"]
+    with ws("/echo/", origin="https://app.example.com") as client:
+        client.send("hi")
+        assert client.receive() == "hi"
+    with pytest.raises(InvalidStatus) as refused:
+        with ws("/echo/", origin="https://other.example.com"):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+def test_require_origin_setting_refuses_clients_without_origin(live_server, settings):
+    settings.WEBSOCKET_REQUIRE_ORIGIN = True
+    response = raw_request(live_server, "/echo/", HANDSHAKE)
+    assert response.status == 403
+    assert response.body == b"Missing Origin header\n"
+
+
+def test_subprotocol_is_chosen_in_the_views_order_of_preference(ws):
+    with ws("/subprotocols/", subprotocols=["chat.v1", "chat.v2"]) as client:
+        assert client.subprotocol == "chat.v2"
+        assert client.receive() == "chat.v2"
+
+
+def test_no_common_subprotocol_connects_without_one(ws):
+    with ws("/subprotocols/", subprotocols=["other"]) as client:
+        assert client.subprotocol is None
+        assert client.receive() == "none"
+
+
+def test_permessage_deflate_is_negotiated_and_round_trips(ws):
+    with ws("/echo/") as client:
+        extensions = client.connection.protocol.extensions
+        assert [ext.name for ext in extensions] == ["permessage-deflate"]
+        message = "compressible " * 10_000
+        client.send(message)
+        assert client.receive() == message
+
+
+def test_compression_setting_off_disables_permessage_deflate(ws, settings):
+    settings.WEBSOCKET_COMPRESSION = False
+    with ws("/echo/") as client:
+        assert client.connection.protocol.extensions == []
+        client.send("plain")
+        assert client.receive() == "plain"

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from django_websocket.tests import views
+
+urlpatterns = [
+    path("echo/", views.echo),
+    path("seed/", views.seed_echo),
+    path("both/", views.both),
+    path("nonblocking/", views.nonblocking),
+    path("wait/", views.wait_until_closed),
+    path("close/", views.server_closes),
+    path("raises/", views.raises),
+    path("subprotocols/", views.negotiates),
+    path("small/", views.small),
+    path("threads/", views.broadcast_from_threads),
+    path("json/", views.json_echo),
+    path("flood/", views.flood),
+]

@@ -1,0 +1,142 @@
+"""Tiny views exercised by the library's tests."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from django.http import HttpRequest, HttpResponse
+
+from django_websocket import (
+    WebSocketRequest,
+    accept_websocket,
+    require_websocket,
+)
+
+# What views observed, for the tests to assert on (always read with a timeout).
+observed: queue.Queue[object] = queue.Queue()
+
+
+@require_websocket
+def echo(request: WebSocketRequest) -> None:
+    for message in request.websocket:
+        request.websocket.send(message)
+    observed.put(("echo-ended", request.websocket.close_code))
+
+
+@require_websocket
+def seed_echo(request):  # type: ignore[no-untyped-def]
+    # The 2010 announcement's example, unchanged.
+    while True:
+        # wait() will return new messages as they arrive
+        message = request.websocket.wait()
+        # wait() returns None if the connection was closed by the client
+        if message is None:
+            return
+        # simple method for sending messages
+        request.websocket.send(message)
+
+
+@accept_websocket
+def both(request: HttpRequest) -> HttpResponse | None:
+    if not request.is_websocket():  # type: ignore[attr-defined]
+        return HttpResponse("plain HTTP")
+    request.websocket.send("websocket")  # type: ignore[attr-defined]
+    request.websocket.wait()  # type: ignore[attr-defined]
+    return None
+
+
+@require_websocket
+def nonblocking(request: WebSocketRequest) -> None:
+    """Reports read() before and after the client's message arrives."""
+    ws = request.websocket
+    observed.put(("first-read", ws.read(), ws.has_messages()))
+    ws.send("ready")
+    message = ws.wait(timeout=5)
+    observed.put(("waited", message))
+    ws.send("again")
+    for _ in range(500):
+        if ws.has_messages():
+            break
+        threading.Event().wait(0.01)
+    observed.put(("count", ws.count_messages(), ws.read()))
+
+
+@require_websocket
+def wait_until_closed(request: WebSocketRequest) -> None:
+    first = request.websocket.wait()
+    second = request.websocket.wait()
+    observed.put(("waited", first, second, request.websocket.close_code))
+
+
+@require_websocket
+def server_closes(request: WebSocketRequest) -> None:
+    request.websocket.close(4001, "bye")
+    observed.put(("after-close", request.websocket.wait()))
+
+
+@require_websocket
+def raises(request: WebSocketRequest) -> None:
+    request.websocket.wait()
+    raise RuntimeError("boom in a WebSocket view")
+
+
+@require_websocket(subprotocols=["chat.v2", "chat.v1"])
+def negotiates(request: WebSocketRequest) -> None:
+    request.websocket.send(request.websocket.subprotocol or "none")
+    request.websocket.wait()
+
+
+@require_websocket(max_message_size=1024)
+def small(request: WebSocketRequest) -> None:
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+@require_websocket
+def broadcast_from_threads(request: WebSocketRequest) -> None:
+    """50 threads each send 20 numbered messages to this one connection."""
+    ws = request.websocket
+    ws.wait()
+
+    def sender(n: int) -> None:
+        for i in range(20):
+            ws.send(f"{n}:{i}:" + "x" * (n * 97))
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    ws.send("done")
+    ws.wait()
+
+
+@require_websocket
+def json_echo(request: WebSocketRequest) -> None:
+    while (value := request.websocket.receive_json()) is not None:
+        request.websocket.send_json({"got": value})
+
+
+@require_websocket
+def flood(request: WebSocketRequest) -> None:
+    """Sends from another thread until the connection is dropped."""
+    ws = request.websocket
+    payload = b"x" * 65536
+
+    def pusher() -> None:
+        sent = 0
+        try:
+            while sent < 4096:
+                ws.send(payload)
+                sent += 1
+        except Exception as err:  # noqa: BLE001 - reported to the test
+            observed.put(("flood-stopped", type(err).__name__, sent))
+            return
+        observed.put(("flood-finished", sent))
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    thread.join(20)
+    ws.wait()
+    observed.put(("flood-closed", ws.close_code, ws.close_reason))
