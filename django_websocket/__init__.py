@@ -10,21 +10,28 @@
 Copy this folder into a project, add ``"django_websocket"`` to
 ``INSTALLED_APPS`` before ``django.contrib.staticfiles``, and ``runserver``
 serves WebSocket views; gunicorn does in production.
+
+Names are imported on first use, so that importing ``django_websocket.hooks``
+from a gunicorn config file does not import Django before gevent patches
+the standard library.
 """
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from django_websocket.connection import Message, WebSocket
-from django_websocket.decorators import accept_websocket, require_websocket
-from django_websocket.exceptions import (
-    CloseCode,
-    ConnectionClosed,
-    HandshakeError,
-    WebSocketError,
-)
-from django_websocket.hub import close_all
+if TYPE_CHECKING:
+    from django_websocket.connection import Message, WebSocket
+    from django_websocket.decorators import accept_websocket, require_websocket
+    from django_websocket.exceptions import (
+        CloseCode,
+        ConnectionClosed,
+        HandshakeError,
+        WebSocketError,
+    )
+    from django_websocket.hub import close_all
+    from django_websocket.request import WebSocketRequest
 
 __all__ = [
     "CloseCode",
@@ -39,11 +46,29 @@ __all__ = [
     "require_websocket",
 ]
 
+_LOCATIONS = {
+    "CloseCode": "exceptions",
+    "ConnectionClosed": "exceptions",
+    "HandshakeError": "exceptions",
+    "Message": "connection",
+    "WebSocket": "connection",
+    "WebSocketError": "exceptions",
+    "WebSocketRequest": "request",
+    "accept_websocket": "decorators",
+    "close_all": "hub",
+    "require_websocket": "decorators",
+}
 
-class WebSocketRequest(HttpRequest):
-    """Type of ``request`` in a WebSocket view, for annotations only."""
 
-    websocket: WebSocket
+def __getattr__(name: str) -> Any:
+    if name not in _LOCATIONS:
+        raise AttributeError(f"module 'django_websocket' has no attribute {name!r}")
+    value = getattr(
+        importlib.import_module(f"django_websocket.{_LOCATIONS[name]}"), name
+    )
+    globals()[name] = value
+    return value
 
-    def is_websocket(self) -> bool:  # pragma: no cover - set per request
-        return True
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

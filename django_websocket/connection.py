@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import json
 import os
 import selectors
@@ -36,7 +37,12 @@ __all__ = ["Message", "WebSocket"]
 Message = str | bytes
 
 _RECV_SIZE = 256 * 1024
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_WOULD_BLOCK = (
+    BlockingIOError,
+    InterruptedError,
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
@@ -185,7 +191,9 @@ class WebSocket:
         elif isinstance(message, (bytes, bytearray, memoryview)):
             data, text = bytes(message), False
         else:
-            raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
+            raise TypeError(
+                f"message must be str or bytes, not {type(message).__name__}"
+            )
         with self._lock:
             self._check_open()
             if text:
@@ -429,10 +437,8 @@ class WebSocket:
         self._drained.notify_all()
 
     def _shutdown(self, how: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.socket.shutdown(how)
-        except OSError:
-            pass
 
     # Called by the hub thread.
 
@@ -473,7 +479,9 @@ class WebSocket:
             self._protocol.send_ping(payload)
             self._flush()
         if self._keepalive is not None and self._ping_timeout:
-            next_tick = min(self._keepalive[1] + self._ping_timeout, now + self._ping_interval)
+            next_tick = min(
+                self._keepalive[1] + self._ping_timeout, now + self._ping_interval
+            )
         else:
             next_tick = now + self._ping_interval
         self._hub.call_at(next_tick, self)

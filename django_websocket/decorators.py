@@ -29,7 +29,7 @@ from websockets.server import ServerProtocol
 
 from django_websocket.conf import get_setting
 from django_websocket.connection import WebSocket
-from django_websocket.exceptions import CloseCode, HandshakeError
+from django_websocket.exceptions import CloseCode, ConnectionClosed, HandshakeError
 from django_websocket.handshake import is_upgrade_request, perform_handshake
 from django_websocket.transport import take_over
 
@@ -85,7 +85,8 @@ def _decorate(view: Any, options: dict[str, Any], *, required: bool) -> Any:
     unknown = set(options) - set(_OPTIONS)
     if unknown:
         raise TypeError(
-            f"unexpected option(s) {sorted(unknown)}; expected some of {sorted(_OPTIONS)}"
+            f"unexpected option(s) {sorted(unknown)}; "
+            f"expected some of {sorted(_OPTIONS)}"
         )
     if view is None:
         return lambda view: _decorate(view, options, required=required)
@@ -156,8 +157,13 @@ def _serve(
     code, reason = CloseCode.NORMAL_CLOSURE, ""
     try:
         view(request, *args, **kwargs)
+    except ConnectionClosed:
+        # The client left while the view was sending: a normal end.
+        pass
     except Exception:
-        logger.exception("WebSocket view %s raised", request.path, extra={"request": request})
+        logger.exception(
+            "WebSocket view %s raised", request.path, extra={"request": request}
+        )
         code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
     finally:
         websocket.finish(code, reason)
@@ -166,7 +172,9 @@ def _serve(
 
 def _refuse(request: HttpRequest, error: HandshakeError) -> HttpResponse:
     response = HttpResponse(
-        error.reason + "\n", status=error.status, content_type="text/plain; charset=utf-8"
+        error.reason + "\n",
+        status=error.status,
+        content_type="text/plain; charset=utf-8",
     )
     for name, value in error.headers.items():
         response[name] = value

@@ -69,7 +69,9 @@ def perform_handshake(
         )
     upgrade = meta.get("HTTP_UPGRADE", "")
     if _tokens(upgrade) != ["websocket"]:
-        raise HandshakeError(400, f"Upgrade header must be 'websocket', got {upgrade!r}")
+        raise HandshakeError(
+            400, f"Upgrade header must be 'websocket', got {upgrade!r}"
+        )
     if request.method != "GET":
         raise HandshakeError(
             405,
@@ -136,7 +138,9 @@ def _check_origin(
         return
     if "*" in allowed_origins or origin in allowed_origins:
         return
-    host, _ = split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
+    host, _ = (
+        split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
+    )
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         # Django's own rule for an empty ALLOWED_HOSTS in DEBUG.
@@ -150,7 +154,9 @@ def _select_subprotocol(offered: str, subprotocols: Sequence[str]) -> str | None
     try:
         client = parse_subprotocol(offered)
     except InvalidHandshake as err:
-        raise HandshakeError(400, f"Invalid Sec-WebSocket-Protocol {offered!r}") from err
+        raise HandshakeError(
+            400, f"Invalid Sec-WebSocket-Protocol {offered!r}"
+        ) from err
     for candidate in subprotocols:
         if candidate in client:
             return candidate
@@ -174,4 +180,3 @@ def _negotiate_extensions(offered: str) -> tuple[str | None, list[Extension]]:
         raise HandshakeError(
             400, f"Invalid Sec-WebSocket-Extensions {offered!r}: {err}"
         ) from err
-

@@ -9,6 +9,7 @@ read their own socket. Under gevent the hub is a greenlet like any thread.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -93,16 +94,12 @@ class Hub:
             self._wake()
 
     def _unregister(self, connection: WebSocket) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(connection.socket)
-        except (KeyError, ValueError, OSError):
-            pass
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             self._wakeup_send.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     def _run(self) -> None:
         while True:

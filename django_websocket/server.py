@@ -78,7 +78,9 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
 class WebSocketWSGIServer(basehttp.WSGIServer):
     """Django's WSGIServer serving requests with WebSocketRequestHandler."""
 
-    def __init__(self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(server_address, WebSocketRequestHandler, *args, **kwargs)
 
 

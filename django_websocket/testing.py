@@ -158,7 +158,9 @@ class WebSocketClient:
         self._connect = connect(
             self.url,
             origin=Origin(origin) if origin else None,
-            subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,
+            subprotocols=[Subprotocol(p) for p in subprotocols]
+            if subprotocols
+            else None,
             additional_headers=headers,
             compression=compression,
             proxy=None,

@@ -101,4 +101,3 @@ def _gunicorn_buffered(environ: dict[str, Any]) -> bytes:
         return b""
     data = take()
     return bytes(data) if data else b""
-

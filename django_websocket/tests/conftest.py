@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,7 @@ from django_websocket.testing import LiveServer, WebSocketClient
 from django_websocket.tests import views
 
 TIMEOUT = float(os.environ.get("STARTER_TEST_TIMEOUT", "5"))
+ROOT = Path(__file__).resolve().parents[2]
 
 HANDSHAKE = {
     "Host": "127.0.0.1",
@@ -91,3 +97,100 @@ def raw_request(
             body += chunk
     return RawResponse(int(status_line.split()[1]), parsed, body)
 
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server started as a subprocess on 127.0.0.1:port, stopped by PID."""
+
+    def __init__(self, args: Sequence[str], port: int, env: dict[str, str]) -> None:
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
+        deadline = time.monotonic() + TIMEOUT * 4
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"server did not start:\n{self.output}"
+                    ) from None
+                time.sleep(0.05)
+
+    output = ""
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        code = self.process.wait(timeout)
+        if self.process.stdout is not None and not self.process.stdout.closed:
+            self.output = self.process.stdout.read()
+            self.process.stdout.close()
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.wait()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., ServerProcess]]:
+    """Factory of server subprocesses serving the library's test views;
+    every one started is stopped by its PID after the test."""
+    started: list[ServerProcess] = []
+
+    def start(
+        kind: str, *extra: str, env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        port = free_port()
+        env = {
+            "DJANGO_SETTINGS_MODULE": "django_websocket.tests.settings",
+            **(env or {}),
+        }
+        if kind == "runserver":
+            args = [
+                sys.executable,
+                "-m",
+                "django",
+                "runserver",
+                f"127.0.0.1:{port}",
+                *extra,
+            ]
+        else:
+            args = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:django_websocket.tests.gunicorn_conf",
+                "--worker-class",
+                kind,
+                "--bind",
+                f"127.0.0.1:{port}",
+                *extra,
+                "django.core.wsgi:get_wsgi_application()",
+            ]
+        process = ServerProcess(args, port, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

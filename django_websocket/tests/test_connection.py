@@ -160,7 +160,9 @@ def _open_raw(live_server, path: str, rcvbuf: int | None = None) -> socket.socke
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(TIMEOUT)
     sock.connect((live_server.host, live_server.port))
-    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in HANDSHAKE.items())
+    request = f"GET {path} HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in HANDSHAKE.items()
+    )
     sock.sendall(request.encode() + b"\r\n")
     head = b""
     while b"\r\n\r\n" not in head:
@@ -179,21 +181,29 @@ def _wait_for(predicate, timeout: float = TIMEOUT) -> bool:
 
 
 def _request_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("Thread-") and t.daemon]
+    return [
+        t for t in threading.enumerate() if t.name.startswith("Thread-") and t.daemon
+    ]
 
 
-def test_client_vanishing_without_close_frame_leaves_no_thread_or_socket(live_server, observed):
+def test_client_vanishing_without_close_frame_leaves_no_thread_or_socket(
+    live_server, observed
+):
     baseline = len(_request_threads())
     sock = _open_raw(live_server, "/echo/")
     assert _wait_for(lambda: len(get_hub().connections()) == 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
     sock.close()  # RST, no close frame
     assert observed() == ("echo-ended", CloseCode.ABNORMAL_CLOSURE)
     assert _wait_for(lambda: get_hub().connections() == [])
     assert _wait_for(lambda: len(_request_threads()) <= baseline)
 
 
-def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(live_server, observed, settings):
+def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(
+    live_server, observed, settings
+):
     settings.WEBSOCKET_MAX_SEND_BACKLOG = 256 * 1024
     baseline = len(_request_threads())
     sock = _open_raw(live_server, "/flood/", rcvbuf=4096)
@@ -201,7 +211,11 @@ def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(live_server, o
         kind, error, sent = observed()
         assert (kind, error) == ("flood-stopped", "ConnectionClosed")
         assert sent < 4096
-        assert observed() == ("flood-closed", CloseCode.POLICY_VIOLATION, "send backlog exceeded")
+        assert observed() == (
+            "flood-closed",
+            CloseCode.POLICY_VIOLATION,
+            "send backlog exceeded",
+        )
     finally:
         sock.close()
     assert _wait_for(lambda: get_hub().connections() == [])
@@ -217,7 +231,9 @@ def test_keepalive_pings_keep_a_responsive_client_connected(ws, settings):
         assert client.receive() == "still here"
 
 
-def test_client_that_never_answers_pings_is_closed_after_the_ping_timeout(live_server, settings):
+def test_client_that_never_answers_pings_is_closed_after_the_ping_timeout(
+    live_server, settings
+):
     settings.WEBSOCKET_PING_INTERVAL = 0.1
     settings.WEBSOCKET_PING_TIMEOUT = 0.2
     sock = _open_raw(live_server, "/echo/")

@@ -41,16 +41,22 @@ def test_malformed_key_is_refused_with_400(live_server):
 
 
 def test_version_8_is_refused_with_426_naming_version_13(live_server):
-    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Sec-WebSocket-Version": "8"})
+    response = raw_request(
+        live_server, "/echo/", {**HANDSHAKE, "Sec-WebSocket-Version": "8"}
+    )
     assert response.status == 426
     assert response.headers["Sec-WebSocket-Version"] == "13"
     assert b"Unsupported Sec-WebSocket-Version '8'" in response.body
 
 
 def test_connection_without_upgrade_token_is_refused(live_server):
-    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Connection": "keep-alive"})
+    response = raw_request(
+        live_server, "/echo/", {**HANDSHAKE, "Connection": "keep-alive"}
+    )
     assert response.status == 400
-    assert response.body == b"Connection header must contain 'upgrade', got 'keep-alive'\n"
+    assert (
+        response.body == b"Connection header must contain 'upgrade', got 'keep-alive'\n"
+    )
 
 
 def test_post_upgrade_is_refused_with_405(live_server):
@@ -68,7 +74,9 @@ def test_plain_get_to_a_websocket_only_view_is_refused_with_400(live_server):
 
 
 def test_foreign_origin_is_refused_with_403_and_the_reason(live_server, ws, caplog):
-    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Origin": "http://evil.test"})
+    response = raw_request(
+        live_server, "/echo/", {**HANDSHAKE, "Origin": "http://evil.test"}
+    )
     assert response.status == 403
     assert response.body == b"Origin 'http://evil.test' is not allowed\n"
     assert "Origin 'http://evil.test' is not allowed" in caplog.text
@@ -86,9 +94,11 @@ def test_allowed_origins_setting_admits_another_site(live_server, ws, settings):
     with ws("/echo/", origin="https://app.example.com") as client:
         client.send("hi")
         assert client.receive() == "hi"
-    with pytest.raises(InvalidStatus) as refused:
-        with ws("/echo/", origin="https://other.example.com"):
-            pass
+    with (
+        pytest.raises(InvalidStatus) as refused,
+        ws("/echo/", origin="https://other.example.com"),
+    ):
+        pass
     assert refused.value.response.status_code == 403
 
 

@@ -1,0 +1,27 @@
+"""Settings for server processes the library's tests start (runserver,
+gunicorn), independent of any project around the library."""
+
+import os
+
+DEBUG = True
+SECRET_KEY = "django-websocket-tests-only"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "django_websocket.tests.urls"
+USE_TZ = True
+STATIC_URL = "/static/"
+INSTALLED_APPS = [
+    "django_websocket",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+]
+if os.environ.get("DJANGO_WEBSOCKET_TESTS_STATICFILES_FIRST"):
+    INSTALLED_APPS.remove("django_websocket")
+    INSTALLED_APPS.append("django_websocket")
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}

@@ -1,0 +1,144 @@
+"""The servers that hand their socket to a WebSocket view: the library's
+runserver and gunicorn's gthread and gevent workers, as real processes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from websockets.frames import Close, Frame, Opcode
+
+from django_websocket import CloseCode
+from django_websocket.testing import WebSocketClient
+from django_websocket.tests.conftest import HANDSHAKE, ROOT, TIMEOUT
+
+SERVERS = [
+    pytest.param(("runserver", "--noreload"), id="runserver"),
+    pytest.param(("gthread",), id="gunicorn-gthread"),
+    pytest.param(("gevent",), id="gunicorn-gevent"),
+]
+
+
+def _handshake_bytes(path: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in HANDSHAKE.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _client_frame(opcode: Opcode, data: bytes) -> bytes:
+    return Frame(opcode, data).serialize(mask=True, extensions=[])
+
+
+def _read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"server kept the connection open; got {data!r}")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_echo_works_and_nothing_follows_the_closing_handshake(server_process, server):
+    process = server_process(*server)
+    with WebSocketClient(process.url, "/echo/", timeout=TIMEOUT) as client:
+        client.send("over a real server")
+        assert client.receive() == "over a real server"
+
+    with socket.create_connection(("127.0.0.1", process.port), timeout=TIMEOUT) as sock:
+        # The first frame travels with the handshake: the server must find it
+        # behind the request headers it read ahead.
+        sock.sendall(_handshake_bytes("/echo/") + _client_frame(Opcode.TEXT, b"early"))
+        received = b""
+        while not received.endswith(b"\r\n\r\n\x81\x05early"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed early after {received!r}"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101 Switching Protocols")
+        sock.sendall(_client_frame(Opcode.CLOSE, Close(1000, "").serialize()))
+        assert _read_to_eof(sock) == b"\x88\x02\x03\xe8"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
+def test_shutdown_closes_open_websockets_with_1001(server_process, server, signum):
+    process = server_process(*server)
+    with WebSocketClient(process.url, "/echo/", timeout=TIMEOUT) as client:
+        client.send("hello")
+        assert client.receive() == "hello"
+        started = time.monotonic()
+        process.signal(signum)
+        assert client.expect_close(timeout=TIMEOUT) == CloseCode.GOING_AWAY
+        assert time.monotonic() - started < 1.5
+        assert client.close_reason == "server shutting down"
+    process.wait(TIMEOUT * 2)
+    assert "Bad file descriptor" not in process.output
+    assert "Traceback" not in process.output
+
+
+def test_runserver_logs_the_upgrade_and_nothing_else(server_process):
+    process = server_process("runserver", "--noreload")
+    with WebSocketClient(process.url, "/echo/", timeout=TIMEOUT) as client:
+        client.send("x")
+        client.receive()
+    process.signal(signal.SIGTERM)
+    process.wait(TIMEOUT)
+    assert '"GET /echo/ HTTP/1.1" 101 0' in process.output
+    assert "Traceback" not in process.output
+
+
+def test_runserver_refuses_nothreading():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "runserver",
+            "--nothreading",
+            "--noreload",
+            "127.0.0.1:0",
+        ],
+        cwd=ROOT,
+        env={"DJANGO_SETTINGS_MODULE": "django_websocket.tests.settings", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 4,
+    )
+    assert result.returncode != 0
+    assert "--nothreading cannot serve WebSocket views" in result.stderr
+
+
+def test_runserver_accepts_the_original_multithreaded_flag(server_process):
+    process = server_process("runserver", "--noreload", "--multithreaded")
+    with WebSocketClient(process.url, "/echo/", timeout=TIMEOUT) as client:
+        client.send("still served")
+        assert client.receive() == "still served"
+
+
+@pytest.mark.parametrize(
+    ("staticfiles_first", "warned"),
+    [(False, False), (True, True)],
+    ids=["ours-first", "staticfiles-first"],
+)
+def test_system_check_warns_when_staticfiles_runserver_shadows_ours(
+    staticfiles_first, warned
+):
+    env = {"DJANGO_SETTINGS_MODULE": "django_websocket.tests.settings", "PATH": ""}
+    if staticfiles_first:
+        env["DJANGO_WEBSOCKET_TESTS_STATICFILES_FIRST"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 4,
+    )
+    assert ("django_websocket.W001" in result.stderr + result.stdout) is warned
