@@ -33,10 +33,13 @@ def check_speedups(**kwargs: Any) -> list[checks.CheckMessage]:
     from websockets import frames
 
     try:
-        from websockets.speedups import apply_mask
+        from websockets import speedups
     except ImportError:
-        apply_mask = None
-    if apply_mask is not None and frames.apply_mask is apply_mask:
+        speedups = None  # type: ignore[assignment]
+    if (
+        speedups is not None
+        and getattr(frames, "apply_mask", None) is speedups.apply_mask
+    ):
         return []
     return [
         checks.Warning(

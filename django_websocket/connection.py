@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -311,7 +311,8 @@ class WebSocket:
         return progress
 
     def _handle_frames(self) -> None:
-        for frame in self._protocol.events_received():
+        for event in self._protocol.events_received():
+            frame = cast(Frame, event)  # after the handshake, only frames
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:

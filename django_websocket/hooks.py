@@ -62,11 +62,11 @@ def worker_int(worker: Any) -> None:
 
 def _read_byte(fd: int) -> None:
     try:
-        from gevent.os import nb_read  # type: ignore[import-not-found]
+        from gevent.os import nb_read  # type: ignore[import-untyped]
     except ImportError:
         os.read(fd, 1)
         return
-    import gevent.monkey  # type: ignore[import-not-found]
+    import gevent.monkey  # type: ignore[import-untyped]
 
     if gevent.monkey.is_module_patched("threading"):
         os.set_blocking(fd, False)

@@ -9,7 +9,8 @@ gunicorn there.
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from typing import Any, cast
 
 from django.core.servers import basehttp
 
@@ -27,6 +28,7 @@ class WebSocketServerHandler(basehttp.ServerHandler):
     """Writes nothing once the view has taken the socket over."""
 
     request_handler: WebSocketRequestHandler
+    environ: dict[str, Any]
 
     def finish_response(self) -> None:
         if self.environ.get(UPGRADED_KEY):
@@ -51,7 +53,7 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
 
     def _take_buffered(self) -> bytes:
         """Return the bytes the request reader buffered past the headers."""
-        self.connection.setblocking(False)
+        cast(socket.socket, self.connection).setblocking(False)
         try:
             return self.rfile.read1(65536) or b""
         except OSError:

@@ -76,7 +76,7 @@ class LiveServer:
         """Bind, then serve in a daemon thread. Returns self."""
         override = {}
         for conn in connections.all():
-            if conn.vendor == "sqlite" and conn.is_in_memory_db():
+            if conn.vendor == "sqlite" and conn.is_in_memory_db():  # type: ignore[attr-defined]
                 conn.inc_thread_sharing()
                 self._shared.append(conn)
                 override[conn.alias] = conn

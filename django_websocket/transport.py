@@ -49,7 +49,7 @@ class _GunicornUpgradeResponse(HttpResponse):
 
     status_code = 101
 
-    def __iter__(self) -> NoReturn:  # type: ignore[override]
+    def __iter__(self) -> NoReturn:
         raise StopIteration("websocket finished")
 
 

@@ -29,7 +29,9 @@ if apps.is_installed("django.contrib.staticfiles"):
         Command as BaseCommand,
     )
 else:
-    from django.core.management.commands.runserver import Command as BaseCommand
+    from django.core.management.commands.runserver import (  # type: ignore[assignment]
+        Command as BaseCommand,
+    )
 
 # How long exiting waits for clients to answer the 1001 close frames. The
 # autoreloader's parent kills the child 0.25 s after CTRL-C, so stay below.
