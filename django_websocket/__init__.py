@@ -22,9 +22,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from django_websocket import groups
     from django_websocket.connection import Message, WebSocket
     from django_websocket.decorators import accept_websocket, require_websocket
     from django_websocket.exceptions import (
+        BroadcastError,
         CloseCode,
         ConnectionClosed,
         HandshakeError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from django_websocket.request import WebSocketRequest
 
 __all__ = [
+    "BroadcastError",
     "CloseCode",
     "ConnectionClosed",
     "HandshakeError",
@@ -43,10 +46,12 @@ __all__ = [
     "WebSocketRequest",
     "accept_websocket",
     "close_all",
+    "groups",
     "require_websocket",
 ]
 
 _LOCATIONS = {
+    "BroadcastError": "exceptions",
     "CloseCode": "exceptions",
     "ConnectionClosed": "exceptions",
     "HandshakeError": "exceptions",
@@ -56,6 +61,7 @@ _LOCATIONS = {
     "WebSocketRequest": "request",
     "accept_websocket": "decorators",
     "close_all": "hub",
+    "groups": "groups",
     "require_websocket": "decorators",
 }
 
@@ -63,9 +69,8 @@ _LOCATIONS = {
 def __getattr__(name: str) -> Any:
     if name not in _LOCATIONS:
         raise AttributeError(f"module 'django_websocket' has no attribute {name!r}")
-    value = getattr(
-        importlib.import_module(f"django_websocket.{_LOCATIONS[name]}"), name
-    )
+    module = importlib.import_module(f"django_websocket.{_LOCATIONS[name]}")
+    value = module if name == "groups" else getattr(module, name)
     globals()[name] = value
     return value
 

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_MAX_SEND_BACKLOG": 4 * 1024 * 1024,
     # Subprotocols a view accepts, in order of preference.
     "WEBSOCKET_SUBPROTOCOLS": [],
+    # Groups backend, shaped like CACHES["default"].
+    "WEBSOCKET_GROUPS": {"BACKEND": "django_websocket.groups.local.LocalBackend"},
 }
 
 

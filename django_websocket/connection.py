@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from websockets.frames import Frame, Opcode
@@ -97,6 +97,9 @@ class WebSocket:
         self._local_close: tuple[int, str] | None = None
         self._reading = False
         self._finished = False
+        # Called once with this connection when it is released (groups use
+        # it to drop their membership).
+        self._finish_callbacks: list[Callable[[WebSocket], object]] = []
         self._owner = threading.get_ident()
         self._selector = _new_selector()
         self._selector.register(sock, selectors.EVENT_READ)
@@ -516,6 +519,17 @@ class WebSocket:
         self._hub.remove(self)
         self._shutdown(socket.SHUT_RDWR)
         self._selector.close()
+        callbacks, self._finish_callbacks = self._finish_callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def add_finish_callback(self, callback: Callable[[WebSocket], object]) -> None:
+        """Call *callback(websocket)* once the connection is released."""
+        with self._lock:
+            if not self._finished:
+                self._finish_callbacks.append(callback)
+                return
+        callback(self)
 
 
 def _new_selector() -> selectors.BaseSelector:

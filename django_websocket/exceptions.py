@@ -5,8 +5,10 @@ Hierarchy::
     WebSocketError
     ├── HandshakeError      the request cannot become a WebSocket (carries
     │                       the HTTP status and the reason sent to the client)
-    └── ConnectionClosed    the connection is closed (carries the close code
-                            and reason)
+    ├── ConnectionClosed    the connection is closed (carries the close code
+    │                       and reason)
+    └── BroadcastError      a groups backend cannot publish (e.g. Redis is
+                            unreachable)
 
 ``CloseCode`` is re-exported from ``websockets.frames``: the registered close
 codes of RFC 6455 section 7.4 as an ``IntEnum``.
@@ -16,7 +18,13 @@ from __future__ import annotations
 
 from websockets.frames import CloseCode
 
-__all__ = ["CloseCode", "ConnectionClosed", "HandshakeError", "WebSocketError"]
+__all__ = [
+    "BroadcastError",
+    "CloseCode",
+    "ConnectionClosed",
+    "HandshakeError",
+    "WebSocketError",
+]
 
 
 class WebSocketError(Exception):
@@ -53,3 +61,7 @@ class ConnectionClosed(WebSocketError):
         super().__init__(f"connection closed: {code} {reason}".rstrip())
         self.code = code
         self.reason = reason
+
+
+class BroadcastError(WebSocketError):
+    """A groups backend could not publish a message; nobody received it."""

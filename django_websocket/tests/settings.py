@@ -25,3 +25,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if os.environ.get("REDIS_URL"):
+    WEBSOCKET_GROUPS = {
+        "BACKEND": "django_websocket.groups.redis.RedisBackend",
+        "OPTIONS": {"url": os.environ["REDIS_URL"], "max_backoff": 0.5},
+    }

@@ -15,4 +15,6 @@ urlpatterns = [
     path("threads/", views.broadcast_from_threads),
     path("json/", views.json_echo),
     path("flood/", views.flood),
+    path("groups/<str:name>/", views.group_member),
+    path("groups/<str:name>/listen/", views.group_listener),
 ]

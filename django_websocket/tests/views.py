@@ -8,8 +8,10 @@ import threading
 from django.http import HttpRequest, HttpResponse
 
 from django_websocket import (
+    BroadcastError,
     WebSocketRequest,
     accept_websocket,
+    groups,
     require_websocket,
 )
 
@@ -140,3 +142,25 @@ def flood(request: WebSocketRequest) -> None:
     thread.join(20)
     ws.wait()
     observed.put(("flood-closed", ws.close_code, ws.close_reason))
+
+
+@require_websocket
+def group_member(request: WebSocketRequest, name: str) -> None:
+    """Joins group *name*, then publishes every message it receives to it."""
+    groups.subscribe(request.websocket, name)
+    request.websocket.send("joined")
+    for message in request.websocket:
+        try:
+            groups.publish(name, message)
+        except BroadcastError as error:
+            request.websocket.send(f"error: {error}")
+
+
+@require_websocket
+def group_listener(request: WebSocketRequest, name: str) -> None:
+    """Joins group *name* and never reads: a stalled member when the client
+    does not read either."""
+    groups.subscribe(request.websocket, name)
+    request.websocket.send("joined")
+    request.websocket.wait()
+    observed.put(("listener-closed", request.websocket.close_code))

@@ -1,0 +1,203 @@
+"""Groups across processes and hosts through Redis pub/sub.
+
+Each process runs one listener thread, subscribed to the channels of the
+groups that have members in this process, and hands every message it
+receives to those members. ``publish()`` goes through Redis even for local
+members, so every process sees the messages of a group in the same order.
+
+When Redis goes away the listener logs it, retries with capped exponential
+backoff and resubscribes; the server keeps serving. ``publish()`` meanwhile
+raises ``BroadcastError`` within ``socket_timeout`` instead of hanging.
+Messages published while a process was cut off from Redis are not replayed
+to it: store what must not be lost (the chat stores every message) and let
+clients resume from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from django_websocket.connection import Message
+from django_websocket.exceptions import BroadcastError
+from django_websocket.groups.base import BaseBackend
+import contextlib
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("django_websocket.groups")
+
+_TEXT, _BINARY = b"t", b"b"
+
+
+class RedisBackend(BaseBackend):
+    """Groups shared by every process connected to one Redis server.
+
+    Args:
+        url: Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        prefix: Prefix of the pub/sub channel names.
+        socket_timeout: Seconds before a Redis call gives up.
+        max_backoff: Longest pause, in seconds, between reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "django_websocket:",
+        socket_timeout: float = 2.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__()
+        import redis
+
+        self.url = url
+        self.prefix = prefix
+        self.max_backoff = max_backoff
+        self._socket_timeout = socket_timeout
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            health_check_interval=0,
+        )
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        # Serializes subscribe/unsubscribe commands on the pub/sub connection
+        # and its replacement by the listener after a reconnection.
+        self._pubsub_lock = threading.Lock()
+        self._pubsub: Any = None
+        # Channels whose subscription Redis has confirmed, with their events.
+        self._confirmed: dict[bytes, threading.Event] = {}
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, name="django-websocket-redis", daemon=True
+        )
+        self._listener.start()
+
+    # BaseBackend.
+
+    def publish(self, group: str, message: Message) -> None:
+        if isinstance(message, str):
+            payload = _TEXT + message.encode()
+        else:
+            payload = _BINARY + bytes(message)
+        try:
+            self._redis.publish(self._channel(group), payload)
+        except self._errors as err:
+            raise BroadcastError(
+                f"cannot publish to group {group!r}: Redis at {self.url} "
+                f"is unreachable ({err})"
+            ) from err
+
+    def on_first_member(self, group: str) -> None:
+        channel = self._channel(group)
+        event = self._confirmed.setdefault(channel, threading.Event())
+        with self._pubsub_lock:
+            # With no pub/sub connection yet, the listener subscribes to every
+            # group with members as soon as it (re)connects.
+            if self._pubsub is not None:
+                try:
+                    self._pubsub.subscribe(channel)
+                except self._errors:
+                    return
+        # A message published before Redis confirms would miss the new
+        # member: wait (at most one socket timeout) for the confirmation.
+        event.wait(self._socket_timeout)
+
+    def on_last_member(self, group: str) -> None:
+        channel = self._channel(group)
+        self._confirmed.pop(channel, None)
+        with self._pubsub_lock:
+            if self._pubsub is None:
+                return
+            with contextlib.suppress(*self._errors):
+                self._pubsub.unsubscribe(channel)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._listener.join(self.max_backoff + 2)
+        self._redis.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the listener is currently subscribed through Redis."""
+        return self._connected.is_set()
+
+    # The listener thread.
+
+    def _channel(self, group: str) -> bytes:
+        return (self.prefix + group).encode()
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._serve()
+            except self._errors as err:
+                if self._stopping.is_set():
+                    return
+                if self._connected.is_set():
+                    logger.warning("Lost Redis at %s (%s); reconnecting", self.url, err)
+                else:
+                    logger.warning(
+                        "Cannot reach Redis at %s (%s); retrying in %.1f s",
+                        self.url,
+                        err,
+                        backoff,
+                    )
+                self._connected.clear()
+                self._drop_pubsub()
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            else:
+                return
+            if self._connected.is_set():
+                backoff = 0.1
+
+    def _serve(self) -> None:
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        # A dummy channel keeps the connection in subscribed mode even when
+        # this process has no group members yet.
+        channels = [self._channel("")] + [self._channel(g) for g in self.groups()]
+        pubsub.subscribe(*channels)
+        with self._pubsub_lock:
+            self._pubsub = pubsub
+            for group in self.groups():
+                channel = self._channel(group)
+                if channel not in channels:
+                    pubsub.subscribe(channel)
+        if not self._connected.is_set():
+            logger.info("Subscribed to Redis at %s", self.url)
+        self._connected.set()
+        try:
+            self._relay(pubsub)
+        finally:
+            if self._stopping.is_set():
+                self._drop_pubsub()
+
+    def _relay(self, pubsub: Any) -> None:
+        while not self._stopping.is_set():
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                pubsub.ping()  # detects a dead connection while idle
+                continue
+            kind, channel = message["type"], message["channel"]
+            if kind == "subscribe":
+                self._confirmed.setdefault(channel, threading.Event()).set()
+            elif kind == "message":
+                self._dispatch(channel, message["data"])
+
+    def _dispatch(self, channel: bytes, payload: bytes) -> None:
+        group = channel[len(self.prefix.encode()) :].decode()
+        kind, data = payload[:1], payload[1:]
+        self.deliver(group, data.decode() if kind == _TEXT else data)
+
+    def _drop_pubsub(self) -> None:
+        with self._pubsub_lock:
+            pubsub, self._pubsub = self._pubsub, None
+            for event in self._confirmed.values():
+                event.clear()
+        if pubsub is not None:
+            with contextlib.suppress(*self._errors):
+                pubsub.close()
