@@ -4,6 +4,8 @@
 
     groups.subscribe(request.websocket, "room-lobby")
     groups.publish("room-lobby", "hello")        # every member, every process
+    groups.track(request.websocket, "room-lobby", "ada")
+    groups.presence("room-lobby")                # {"ada": 1, ...}
 
 A connection leaves its groups when it closes. The backend is configured
 like ``CACHES["default"]``::
@@ -35,9 +37,12 @@ __all__ = [
     "BaseBackend",
     "get_backend",
     "local_members",
+    "presence",
     "publish",
     "subscribe",
+    "track",
     "unsubscribe",
+    "untrack",
 ]
 
 _backend: BaseBackend | None = None
@@ -120,3 +125,24 @@ def publish(group: str, message: Message) -> None:
 def local_members(group: str) -> list[WebSocket]:
     """Return the members of *group* connected to this process."""
     return get_backend().local_members(group)
+
+
+def track(websocket: WebSocket, group: str, identity: str) -> None:
+    """Show *websocket* as *identity* in *group*'s presence until it closes
+    (or ``untrack()``). One identity may have several connections."""
+    get_backend().track(websocket, group, identity)
+
+
+def untrack(websocket: WebSocket, group: str) -> None:
+    """Remove *websocket* from *group*'s presence."""
+    get_backend().untrack(websocket, group)
+
+
+def presence(group: str) -> dict[str, int]:
+    """Return who is present in *group*: identity -> number of connections,
+    across every process the backend reaches.
+
+    Raises:
+        BroadcastError: If the backend cannot be reached.
+    """
+    return get_backend().presence(group)

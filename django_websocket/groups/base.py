@@ -21,9 +21,11 @@ class BaseBackend:
     """
 
     def __init__(self) -> None:
-        # Protects _members; never held while sending.
+        # Protects _members and _presence; never held while sending.
         self._lock = threading.Lock()
         self._members: defaultdict[str, set[WebSocket]] = defaultdict(set)
+        # group -> connection -> identity shown in the group's presence.
+        self._presence: defaultdict[str, dict[WebSocket, str]] = defaultdict(dict)
 
     def subscribe(self, websocket: WebSocket, group: str) -> None:
         with self._lock:
@@ -57,6 +59,42 @@ class BaseBackend:
 
     def publish(self, group: str, message: Message) -> None:
         raise NotImplementedError
+
+    # Presence: who is in a group, by identity (a user name, say).
+
+    def track(self, websocket: WebSocket, group: str, identity: str) -> None:
+        """Count *websocket* as *identity* in *group* until it closes."""
+        with self._lock:
+            known = websocket in self._presence[group]
+            self._presence[group][websocket] = identity
+        if not known:
+            websocket.add_finish_callback(lambda ws: self.untrack(ws, group))
+        self.on_presence_change(group)
+
+    def untrack(self, websocket: WebSocket, group: str) -> None:
+        with self._lock:
+            tracked = self._presence.get(group)
+            if tracked is None or tracked.pop(websocket, None) is None:
+                return
+            if not tracked:
+                del self._presence[group]
+        self.on_presence_change(group)
+
+    def local_presence(self, group: str) -> dict[str, int]:
+        """Identities present in *group* in this process, with how many
+        connections each has."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for identity in self._presence.get(group, {}).values():
+                counts[identity] = counts.get(identity, 0) + 1
+        return counts
+
+    def presence(self, group: str) -> dict[str, int]:
+        """Identities present in *group* wherever the backend reaches."""
+        return self.local_presence(group)
+
+    def on_presence_change(self, group: str) -> None:
+        """Called after this process's presence in *group* changed."""
 
     def deliver(self, group: str, message: Message) -> int:
         """Send *message* to this process's members of *group*.

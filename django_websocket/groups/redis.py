@@ -15,14 +15,17 @@ clients resume from the store.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
+import time
+import uuid
 from typing import Any
 
 from django_websocket.connection import Message
 from django_websocket.exceptions import BroadcastError
 from django_websocket.groups.base import BaseBackend
-import contextlib
 
 __all__ = ["RedisBackend"]
 
@@ -39,6 +42,9 @@ class RedisBackend(BaseBackend):
         prefix: Prefix of the pub/sub channel names.
         socket_timeout: Seconds before a Redis call gives up.
         max_backoff: Longest pause, in seconds, between reconnection attempts.
+        presence_ttl: Seconds after which the presence entries of a process
+            that stopped refreshing them (it died) are ignored and removed;
+            each process refreshes its own three times per period.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class RedisBackend(BaseBackend):
         prefix: str = "django_websocket:",
         socket_timeout: float = 2.0,
         max_backoff: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
         super().__init__()
         import redis
@@ -55,6 +62,9 @@ class RedisBackend(BaseBackend):
         self.prefix = prefix
         self.max_backoff = max_backoff
         self._socket_timeout = socket_timeout
+        self._presence_ttl_ms = int(presence_ttl * 1000)
+        self._heartbeat = presence_ttl / 3
+        self._process_id = uuid.uuid4().hex
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -119,6 +129,51 @@ class RedisBackend(BaseBackend):
         self._listener.join(self.max_backoff + 2)
         self._redis.close()
 
+    def on_presence_change(self, group: str) -> None:
+        try:
+            self._store_presence(group)
+        except self._errors as err:
+            # Restored by the listener when Redis is back.
+            logger.warning("Cannot store presence of %r in Redis (%s)", group, err)
+
+    def presence(self, group: str) -> dict[str, int]:
+        """Presence across processes; this process's own while Redis is
+        unreachable (logged)."""
+        key = self._presence_key(group)
+        try:
+            entries: dict[bytes, bytes] = self._redis.hgetall(key)  # type: ignore[assignment]
+            ids = list(entries)
+            alive_keys = [self._alive_key(i.decode()) for i in ids]
+            alive = self._redis.mget(alive_keys) if ids else []
+        except self._errors as err:
+            logger.warning("Cannot read presence of %r from Redis (%s)", group, err)
+            return self.local_presence(group)
+        counts: dict[str, int] = {}
+        for process_id, flag in zip(ids, alive, strict=True):
+            if flag is None:
+                with contextlib.suppress(*self._errors):
+                    self._redis.hdel(key, process_id)
+                continue
+            for identity, count in json.loads(entries[process_id]).items():
+                counts[identity] = counts.get(identity, 0) + count
+        return counts
+
+    def _store_presence(self, group: str) -> None:
+        counts = self.local_presence(group)
+        pipe = self._redis.pipeline()
+        if counts:
+            pipe.hset(self._presence_key(group), self._process_id, json.dumps(counts))
+        else:
+            pipe.hdel(self._presence_key(group), self._process_id)
+        pipe.set(self._alive_key(self._process_id), 1, px=self._presence_ttl_ms)
+        pipe.execute()
+
+    def _presence_key(self, group: str) -> str:
+        return f"{self.prefix}presence:{group}"
+
+    def _alive_key(self, process_id: str) -> str:
+        return f"{self.prefix}alive:{process_id}"
+
     @property
     def connected(self) -> bool:
         """Whether the listener is currently subscribed through Redis."""
@@ -167,6 +222,10 @@ class RedisBackend(BaseBackend):
                 channel = self._channel(group)
                 if channel not in channels:
                     pubsub.subscribe(channel)
+        with self._lock:
+            tracked = list(self._presence)
+        for group in tracked:
+            self._store_presence(group)
         if not self._connected.is_set():
             logger.info("Subscribed to Redis at %s", self.url)
         self._connected.set()
@@ -177,8 +236,14 @@ class RedisBackend(BaseBackend):
                 self._drop_pubsub()
 
     def _relay(self, pubsub: Any) -> None:
+        next_heartbeat = 0.0
         while not self._stopping.is_set():
-            message = pubsub.get_message(timeout=1.0)
+            if time.monotonic() >= next_heartbeat:
+                self._redis.set(
+                    self._alive_key(self._process_id), 1, px=self._presence_ttl_ms
+                )
+                next_heartbeat = time.monotonic() + self._heartbeat
+            message = pubsub.get_message(timeout=min(1.0, self._heartbeat))
             if message is None:
                 pubsub.ping()  # detects a dead connection while idle
                 continue

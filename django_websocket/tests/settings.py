@@ -28,5 +28,9 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memor
 if os.environ.get("REDIS_URL"):
     WEBSOCKET_GROUPS = {
         "BACKEND": "django_websocket.groups.redis.RedisBackend",
-        "OPTIONS": {"url": os.environ["REDIS_URL"], "max_backoff": 0.5},
+        "OPTIONS": {
+            "url": os.environ["REDIS_URL"],
+            "max_backoff": 0.5,
+            "presence_ttl": 1.5,
+        },
     }

@@ -98,3 +98,17 @@ def test_a_wrong_groups_setting_is_improperly_configured(settings, config, messa
     with pytest.raises(ImproperlyConfigured, match="WEBSOCKET_GROUPS") as error:
         groups.get_backend()
     assert message in str(error.value)
+
+
+def test_presence_counts_each_identitys_connections_until_they_close(ws):
+    with ws("/groups/room/as/ada/") as ada, ws("/groups/room/as/ada/") as ada2:
+        assert ada.receive() == "joined"
+        assert ada2.receive() == "joined"
+        with ws("/groups/room/as/bob/") as bob:
+            assert bob.receive() == "joined"
+            bob.send("who")
+            assert bob.receive_json() == {"ada": 2, "bob": 1}
+        assert _wait_for(lambda: groups.presence("room") == {"ada": 2})
+        ada2.close()
+        assert _wait_for(lambda: groups.presence("room") == {"ada": 1})
+    assert _wait_for(lambda: groups.presence("room") == {})

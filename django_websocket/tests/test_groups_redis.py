@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -99,3 +100,42 @@ def test_publish_raises_broadcast_error_promptly_when_redis_is_unreachable(
         assert time.monotonic() - started < 2
     finally:
         backend.close()
+
+
+def test_presence_is_shared_across_processes_and_follows_leaves(two_servers):
+    first, second = two_servers
+    with WebSocketClient(first.url, "/groups/room/as/ada/", timeout=TIMEOUT) as ada:
+        assert ada.receive() == "joined"
+        with WebSocketClient(
+            second.url, "/groups/room/as/bob/", timeout=TIMEOUT
+        ) as bob:
+            assert bob.receive() == "joined"
+            ada.send("who")
+            assert ada.receive_json() == {"ada": 1, "bob": 1}
+
+        def bob_gone() -> bool:
+            ada.send("who")
+            return ada.receive_json() == {"ada": 1}
+
+        assert _until(bob_gone)
+
+
+def test_presence_of_a_dead_process_is_dropped(two_servers):
+    first, second = two_servers
+    with WebSocketClient(first.url, "/groups/room/as/ada/", timeout=TIMEOUT) as ada:
+        assert ada.receive() == "joined"
+        bob = WebSocketClient(second.url, "/groups/room/as/bob/", timeout=TIMEOUT)
+        with bob:
+            assert bob.receive() == "joined"
+            ada.send("who")
+            assert ada.receive_json() == {"ada": 1, "bob": 1}
+            second.signal(signal.SIGKILL)
+            second.wait()
+
+        # The killed process's entries expire after presence_ttl (1.5 s in
+        # the test settings).
+        def bob_gone() -> bool:
+            ada.send("who")
+            return ada.receive_json() == {"ada": 1}
+
+        assert _until(bob_gone)

@@ -17,4 +17,5 @@ urlpatterns = [
     path("flood/", views.flood),
     path("groups/<str:name>/", views.group_member),
     path("groups/<str:name>/listen/", views.group_listener),
+    path("groups/<str:name>/as/<str:identity>/", views.presence_member),
 ]

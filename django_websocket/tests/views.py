@@ -164,3 +164,14 @@ def group_listener(request: WebSocketRequest, name: str) -> None:
     request.websocket.send("joined")
     request.websocket.wait()
     observed.put(("listener-closed", request.websocket.close_code))
+
+
+@require_websocket
+def presence_member(request: WebSocketRequest, name: str, identity: str) -> None:
+    """Shows up as *identity* in group *name*; answers "who" with the
+    group's presence as JSON."""
+    groups.track(request.websocket, name, identity)
+    request.websocket.send("joined")
+    for message in request.websocket:
+        if message == "who":
+            request.websocket.send_json(groups.presence(name))
