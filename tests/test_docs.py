@@ -24,7 +24,9 @@ def test_every_public_name_is_importable():
 
 def test_every_library_setting_is_documented_with_its_default():
     text = (DOCS / "reference" / "settings.md").read_text()
-    rows = dict(re.findall(r"^\| `(WEBSOCKET_\w+)` \| `([^`]+)`", text, flags=re.MULTILINE))
+    rows = dict(
+        re.findall(r"^\| `(WEBSOCKET_\w+)` \| `([^`]+)`", text, flags=re.MULTILINE)
+    )
     assert set(rows) == set(DEFAULTS)
     for name, default in DEFAULTS.items():
         assert rows[name] == repr(default), name

@@ -61,7 +61,10 @@ def test_connection_without_upgrade_token_is_refused(live_server):
 
 def test_post_upgrade_is_refused_with_405(live_server):
     response = raw_request(
-        live_server, "/echo/", {**HANDSHAKE, "Content-Length": "0"}, method="POST"
+        live_server,
+        "/csrf-exempt-echo/",
+        {**HANDSHAKE, "Content-Length": "0"},
+        method="POST",
     )
     assert response.status == 405
     assert response.headers["Allow"] == "GET"

@@ -1,9 +1,11 @@
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
 from django_websocket.tests import views
 
 urlpatterns = [
     path("echo/", views.echo),
+    path("csrf-exempt-echo/", csrf_exempt(views.echo)),
     path("seed/", views.seed_echo),
     path("both/", views.both),
     path("nonblocking/", views.nonblocking),

@@ -1,0 +1,15 @@
+"""URL routes: the home page, then one include() per demo app.
+
+Each app mounts its page and its socket together (``/echo/`` and
+``/echo/ws/``), so copying an app copies both.
+https://docs.djangoproject.com/en/5.2/topics/http/urls/
+"""
+
+from django.urls import include, path
+
+from config import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("echo/", include("apps.echo.urls")),
+]

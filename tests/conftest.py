@@ -1,0 +1,76 @@
+"""Fixtures for the demos end to end: a live server, a WebSocket client, a browser."""
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.sync.client import ClientConnection, connect
+
+from django_websocket.testing import LiveServer
+
+# One unit for every wait; raise it on a slow machine.
+TIMEOUT = float(os.environ.get("STARTER_TEST_TIMEOUT", "5"))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def _live_server_helper() -> None:
+    """Replace pytest-django's hook for its own live_server with nothing."""
+
+
+@pytest.fixture
+def live_server(transactional_db: None) -> Iterator[LiveServer]:
+    """The library's threaded server on 127.0.0.1, a free port, static files on."""
+    with LiveServer(host="127.0.0.1", port=0, static=True) as server:
+        yield server
+
+
+@pytest.fixture
+def ws_connect(
+    live_server: LiveServer,
+) -> Callable[[str], AbstractContextManager[ClientConnection]]:
+    """Open websockets' sync client on a path of the live server."""
+
+    def open_path(path: str) -> AbstractContextManager[ClientConnection]:
+        return connect(
+            live_server.ws_url + path, open_timeout=TIMEOUT, close_timeout=TIMEOUT
+        )
+
+    return open_path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Debian Chromium driven by Playwright, shared by the session."""
+    expect.set_options(timeout=TIMEOUT * 1000)
+    # Playwright's sync API runs an event loop in this thread, which makes
+    # Django refuse database work here (the test database teardown included).
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser tab in its own context, every wait bounded by TIMEOUT."""
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT * 1000)
+    page = context.new_page()
+    yield page
+    context.close()
