@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "apps.echo",
+    "apps.chat",
+    "apps.livesearch",
 ]
 
 # https://docs.djangoproject.com/en/5.2/topics/http/middleware/

@@ -12,4 +12,6 @@ from config import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("echo/", include("apps.echo.urls")),
+    path("livesearch/", include("apps.livesearch.urls")),
+    path("chat/", include("apps.chat.urls")),
 ]

@@ -1,0 +1,34 @@
+"""Chat rooms and their stored messages.
+
+Messages are stored before they are published, so the database is the
+source of truth: a client that reconnects with the last id it saw gets
+exactly what it missed from here, then the live stream.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+
+class Room(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Message(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    author = models.CharField(max_length=150)
+    text = models.TextField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+
+    def __str__(self) -> str:
+        return f"{self.author}: {self.text[:40]}"
