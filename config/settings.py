@@ -145,3 +145,13 @@ LOGGING = {
         "apps": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+
+# WebSocket groups: in-process by default; REDIS_URL shares them (chat rooms,
+# presence) across processes and hosts through Redis pub/sub.
+# docs/reference/settings.md
+
+if os.environ.get("REDIS_URL"):
+    WEBSOCKET_GROUPS = {
+        "BACKEND": "django_websocket.groups.redis.RedisBackend",
+        "OPTIONS": {"url": os.environ["REDIS_URL"]},
+    }
