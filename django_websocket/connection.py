@@ -212,7 +212,11 @@ class WebSocket:
         self.send(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
     def ping(self, data: bytes = b"") -> threading.Event:
-        """Send a ping; the returned event is set when its pong arrives."""
+        """Send a ping; the returned event is set when its pong arrives.
+
+        The pong is taken in while the connection is read (``wait()``,
+        ``read()``, iteration), else at the next keepalive tick.
+        """
         with self._lock:
             self._check_open()
             data = data or os.urandom(4)

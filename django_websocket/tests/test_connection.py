@@ -251,3 +251,38 @@ def test_client_that_never_answers_pings_is_closed_after_the_ping_timeout(
     close_frame = received[received.rindex(b"\x88") :]
     assert int.from_bytes(close_frame[2:4], "big") == CloseCode.INTERNAL_ERROR
     assert close_frame[4:] == b"keepalive ping timeout"
+
+
+def test_ping_event_is_set_when_the_pong_arrives(ws):
+    with ws("/ping/") as client:
+        assert client.receive() == "pong received"
+
+
+def _raw_frame(first_byte: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([first_byte, 0x80 | len(payload)]) + mask + masked
+
+
+@pytest.mark.parametrize(
+    "first_byte",
+    [0x81 | 0x40, 0x83, 0x8B, 0x00],
+    ids=[
+        "rsv1-without-extension",
+        "reserved-data-opcode",
+        "reserved-control-opcode",
+        "continuation-without-start",
+    ],
+)
+def test_protocol_violations_close_with_1002(live_server, first_byte):
+    sock = _open_raw(live_server, "/echo/")
+    try:
+        sock.sendall(_raw_frame(first_byte, b"bad"))
+        received = b""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and (chunk := sock.recv(4096)):
+            received += chunk
+    finally:
+        sock.close()
+    assert received[:1] == b"\x88"
+    assert int.from_bytes(received[2:4], "big") == CloseCode.PROTOCOL_ERROR

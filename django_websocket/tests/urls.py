@@ -17,6 +17,7 @@ urlpatterns = [
     path("threads/", views.broadcast_from_threads),
     path("json/", views.json_echo),
     path("flood/", views.flood),
+    path("ping/", views.pinger),
     path("groups/<str:name>/", views.group_member),
     path("groups/<str:name>/listen/", views.group_listener),
     path("groups/<str:name>/as/<str:identity>/", views.presence_member),

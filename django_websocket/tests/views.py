@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 
@@ -175,3 +176,13 @@ def presence_member(request: WebSocketRequest, name: str, identity: str) -> None
     for message in request.websocket:
         if message == "who":
             request.websocket.send_json(groups.presence(name))
+
+
+@require_websocket
+def pinger(request: WebSocketRequest) -> None:
+    """Pings the client and reports whether the pong arrived."""
+    pong = request.websocket.ping(b"are you there")
+    with contextlib.suppress(TimeoutError):
+        request.websocket.wait(timeout=2)  # reading takes the pong in
+    request.websocket.send("pong received" if pong.is_set() else "no pong")
+    request.websocket.wait()
