@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -180,6 +181,10 @@ def _wait_for(predicate, timeout: float = TIMEOUT) -> bool:
     return predicate()
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def _request_threads() -> list[threading.Thread]:
     return [
         t for t in threading.enumerate() if t.name.startswith("Thread-") and t.daemon
@@ -189,7 +194,8 @@ def _request_threads() -> list[threading.Thread]:
 def test_client_vanishing_without_close_frame_leaves_no_thread_or_socket(
     live_server, observed
 ):
-    baseline = len(_request_threads())
+    get_hub()  # created once per process, with its own fds
+    baseline, fds = len(_request_threads()), _open_fds()
     sock = _open_raw(live_server, "/echo/")
     assert _wait_for(lambda: len(get_hub().connections()) == 1)
     sock.setsockopt(
@@ -199,13 +205,15 @@ def test_client_vanishing_without_close_frame_leaves_no_thread_or_socket(
     assert observed() == ("echo-ended", CloseCode.ABNORMAL_CLOSURE)
     assert _wait_for(lambda: get_hub().connections() == [])
     assert _wait_for(lambda: len(_request_threads()) <= baseline)
+    assert _wait_for(lambda: _open_fds() <= fds)
 
 
 def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(
     live_server, observed, settings
 ):
     settings.WEBSOCKET_MAX_SEND_BACKLOG = 256 * 1024
-    baseline = len(_request_threads())
+    get_hub()  # created once per process, with its own fds
+    baseline, fds = len(_request_threads()), _open_fds()
     sock = _open_raw(live_server, "/flood/", rcvbuf=4096)
     try:
         kind, error, sent = observed()
@@ -220,6 +228,7 @@ def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(
         sock.close()
     assert _wait_for(lambda: get_hub().connections() == [])
     assert _wait_for(lambda: len(_request_threads()) <= baseline)
+    assert _wait_for(lambda: _open_fds() <= fds)
 
 
 def test_keepalive_pings_keep_a_responsive_client_connected(ws, settings):
