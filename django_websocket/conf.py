@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between keepalive pings, and how long to wait for the pong.
     "WEBSOCKET_PING_INTERVAL": 20.0,
     "WEBSOCKET_PING_TIMEOUT": 20.0,
+    # Seconds a client may take to send its request headers (runserver).
+    "WEBSOCKET_HANDSHAKE_TIMEOUT": 10.0,
     # Seconds to wait for the client to complete the closing handshake.
     "WEBSOCKET_CLOSE_TIMEOUT": 5.0,
     # Negotiate permessage-deflate (RFC 7692) when the client offers it.

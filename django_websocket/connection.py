@@ -106,7 +106,7 @@ class WebSocket:
         self._hub = get_hub()
         self._hub.add(self)
         if ping_interval:
-            self._hub.call_at(time.monotonic() + ping_interval, self)
+            self._hub.call_at(time.monotonic() + ping_interval, self.on_timer)
 
     # Reading.
 
@@ -393,7 +393,7 @@ class WebSocket:
                 self._hub.want_write(self)
         if self._protocol.close_expected() and self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + self._close_timeout
-            self._hub.call_at(self._closing_deadline, self)
+            self._hub.call_at(self._closing_deadline, self.on_timer)
 
     def _write_outbox(self) -> None:
         while self._outbox:
@@ -457,7 +457,8 @@ class WebSocket:
             if not self._outbox:
                 self._hub.done_writing(self)
 
-    def on_timer(self, now: float) -> None:
+    def on_timer(self) -> None:
+        now = time.monotonic()
         with self._lock:
             if self._finished:
                 return
@@ -492,7 +493,7 @@ class WebSocket:
             )
         else:
             next_tick = now + self._ping_interval
-        self._hub.call_at(next_tick, self)
+        self._hub.call_at(next_tick, self.on_timer)
 
     # Called by the decorator once the view has returned.
 

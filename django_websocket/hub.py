@@ -12,17 +12,21 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from django_websocket.connection import WebSocket
 
 __all__ = ["Hub", "close_all", "get_hub"]
+
+logger = logging.getLogger("django_websocket")
 
 
 class Hub:
@@ -34,7 +38,7 @@ class Hub:
         self._lock = threading.Lock()
         self._connections: set[WebSocket] = set()
         self._writers: set[WebSocket] = set()
-        self._timers: list[tuple[float, int, WebSocket]] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._sequence = itertools.count()
         self._selector = selectors.DefaultSelector()
         self._wakeup_recv, self._wakeup_send = socket.socketpair()
@@ -51,11 +55,14 @@ class Hub:
     def add(self, connection: WebSocket) -> None:
         with self._lock:
             self._connections.add(connection)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="django-websocket-hub", daemon=True
-                )
-                self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="django-websocket-hub", daemon=True
+            )
+            self._thread.start()
 
     def remove(self, connection: WebSocket) -> None:
         with self._lock:
@@ -85,11 +92,15 @@ class Hub:
                 self._writers.discard(connection)
                 self._unregister(connection)
 
-    def call_at(self, when: float, connection: WebSocket) -> None:
-        """Call ``connection.on_timer()`` at monotonic time *when*."""
+    def call_at(self, when: float, callback: Callable[[], object]) -> None:
+        """Call *callback()* in the hub thread at monotonic time *when*.
+
+        The callback must not block; it runs with no lock held.
+        """
         with self._lock:
             earliest = self._timers[0][0] if self._timers else None
-            heapq.heappush(self._timers, (when, next(self._sequence), connection))
+            heapq.heappush(self._timers, (when, next(self._sequence), callback))
+            self._start()
         if earliest is None or when < earliest:
             self._wake()
 
@@ -129,9 +140,11 @@ class Hub:
         with self._lock:
             while self._timers and self._timers[0][0] <= now:
                 due.append(heapq.heappop(self._timers)[2])
-        for connection in due:
-            if connection in self._connections:
-                connection.on_timer(now)
+        for callback in due:
+            try:
+                callback()
+            except Exception:
+                logger.exception("Timer callback %r failed", callback)
 
 
 _hub: Hub | None = None

@@ -9,11 +9,15 @@ gunicorn there.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from typing import Any, cast
 
 from django.core.servers import basehttp
 
+from django_websocket.conf import get_setting
+from django_websocket.hub import get_hub
 from django_websocket.transport import SOCKET_KEY, TAKE_BUFFERED_KEY, UPGRADED_KEY
 
 __all__ = [
@@ -39,7 +43,14 @@ class WebSocketServerHandler(basehttp.ServerHandler):
 
 
 class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
-    """Puts the socket of an upgrade request in the environ."""
+    """Puts the socket of an upgrade request in the environ, and cuts off
+    clients that take longer than ``WEBSOCKET_HANDSHAKE_TIMEOUT`` to send
+    their request headers (a trickling client would pin a thread forever)."""
+
+    # Incremented per request; a deadline fires only for the request it was
+    # armed for.
+    _request_number = 0
+    requestline_ok = False
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -59,8 +70,41 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
         except OSError:
             return b""
 
+    def _arm_deadline(self) -> None:
+        self._request_number += 1
+        number = self._request_number
+        timeout = get_setting("WEBSOCKET_HANDSHAKE_TIMEOUT")
+        if timeout:
+            when = time.monotonic() + timeout
+            get_hub().call_at(when, lambda: self._headers_timed_out(number))
+
+    def _headers_timed_out(self, number: int) -> None:
+        if number != self._request_number:
+            return
+        sock = cast(socket.socket, self.connection)
+        with contextlib.suppress(OSError):
+            sock.send(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
     def handle_one_request(self) -> None:
-        # Django's handle_one_request() with WebSocketServerHandler.
+        # Django's handle_one_request() with WebSocketServerHandler, and a
+        # deadline on reading the request line and headers.
+        self._arm_deadline()
+        try:
+            self._read_request_head()
+        finally:
+            self._request_number += 1  # disarms the deadline
+        if not self.requestline_ok:
+            return
+        handler = WebSocketServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ()
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def _read_request_head(self) -> None:
+        self.requestline_ok = False
         self.raw_requestline = self.rfile.readline(65537)
         if len(self.raw_requestline) > 65536:
             self.requestline = ""
@@ -68,13 +112,7 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
             self.command = ""
             self.send_error(414)
             return
-        if not self.parse_request():
-            return
-        handler = WebSocketServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ()
-        )
-        handler.request_handler = self
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+        self.requestline_ok = bool(self.parse_request())
 
 
 class WebSocketWSGIServer(basehttp.WSGIServer):
