@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SOURCES := apps config django_websocket tests manage.py
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint types fmt clean
+.PHONY: help run test lint types fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ types: $(STAMP) ## mypy --strict on the library
 fmt: $(STAMP) ## Format and autofix with ruff
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
+
+bench: $(STAMP) ## Benchmark against the peers (bench/run.py; add ARGS=--quick)
+	$(PYTHON) bench/run.py $(ARGS)
 
 clean: ## Remove caches and generated files (keeps .venv and db.sqlite3)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov staticfiles test-results

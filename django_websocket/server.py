@@ -118,6 +118,10 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
 class WebSocketWSGIServer(basehttp.WSGIServer):
     """Django's WSGIServer serving requests with WebSocketRequestHandler."""
 
+    # Django's 10 makes the kernel drop connections when many clients (a
+    # page of reconnecting sockets, say) arrive at once.
+    request_queue_size = 1024
+
     def __init__(
         self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any
     ) -> None:
@@ -127,6 +131,8 @@ class WebSocketWSGIServer(basehttp.WSGIServer):
 class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
     """Django's ThreadedWSGIServer (one daemon thread per connection, shared
     test database connections) serving requests with WebSocketRequestHandler."""
+
+    request_queue_size = 1024
 
     def __init__(
         self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any

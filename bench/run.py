@@ -1,0 +1,547 @@
+"""Reproducible WebSocket benchmark: this project against its peers.
+
+    python bench/run.py            # everything, under 20 minutes (make bench)
+    python bench/run.py --quick    # a smaller run, under 3 minutes
+    python bench/run.py --servers runserver,gevent --scenarios echo
+
+Each server runs pinned to CPU 0 and the Node ``ws`` load generator
+(``bench/loadgen``) to CPU 1, so the generator never competes with the
+server; the CPU time each one used is reported beside every figure. The
+peers (Django Channels 4 + daphne, Flask-Sock on gunicorn, a bare websockets
+asyncio server) are installed into ``bench/.venv-peers`` on first use.
+
+Results go to ``bench/results/``: ``latest.json`` (machine-readable),
+``latest.md`` (the tables) and ``latest.png`` (a chart). Only 127.0.0.1 is
+used; every server is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV = ROOT / ".venv" / "bin"
+PEERS = BENCH / ".venv-peers" / "bin"
+LOADGEN = BENCH / "loadgen"
+RESULTS = BENCH / "results"
+SERVER_CPU, LOADGEN_CPU = "0", "1"
+
+
+@dataclass
+class Server:
+    name: str
+    label: str
+    argv: list[str]
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
+    peer: bool = False
+
+
+def servers(port: int) -> list[Server]:
+    bind = f"127.0.0.1:{port}"
+    ours_env = {"DJANGO_SETTINGS_MODULE": "bench.settings"}
+    gunicorn = [
+        str(VENV / "gunicorn"),
+        "--bind",
+        bind,
+        "--workers",
+        "1",
+        "--backlog",
+        "4096",
+    ]
+    peer_gunicorn = [
+        str(PEERS / "gunicorn"),
+        "--bind",
+        bind,
+        "--workers",
+        "1",
+        "--backlog",
+        "4096",
+    ]
+    threads = ["--threads", "6000", "--worker-connections", "10000"]
+    return [
+        Server(
+            "runserver",
+            "this project, runserver",
+            [str(VENV / "python"), "manage.py", "runserver", "--noreload", bind],
+            env=ours_env,
+        ),
+        Server(
+            "gthread",
+            "this project, gunicorn gthread",
+            [*gunicorn, "-k", "gthread", *threads, "config.wsgi:application"],
+            env=ours_env,
+        ),
+        Server(
+            "gevent",
+            "this project, gunicorn gevent",
+            [
+                *gunicorn,
+                "-k",
+                "gevent",
+                "--worker-connections",
+                "10000",
+                "config.wsgi:application",
+            ],
+            env=ours_env,
+        ),
+        Server(
+            "channels",
+            "Channels 4 + daphne",
+            [
+                str(PEERS / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "channels_site.asgi:application",
+            ],
+            cwd=BENCH / "peers",
+            peer=True,
+        ),
+        Server(
+            "flask-gthread",
+            "Flask-Sock, gunicorn gthread",
+            [*peer_gunicorn, "-k", "gthread", *threads, "flask_app:app"],
+            cwd=BENCH / "peers",
+            peer=True,
+        ),
+        Server(
+            "flask-gevent",
+            "Flask-Sock, gunicorn gevent",
+            [
+                *peer_gunicorn,
+                "-k",
+                "gevent",
+                "--worker-connections",
+                "10000",
+                "flask_app:app",
+            ],
+            cwd=BENCH / "peers",
+            peer=True,
+        ),
+        Server(
+            "websockets",
+            "websockets asyncio (no Django)",
+            [str(PEERS / "python"), "websockets_server.py", str(port)],
+            cwd=BENCH / "peers",
+            peer=True,
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") else argv
+
+
+def ensure_tools() -> None:
+    if not (PEERS / "python").exists():
+        print("installing the peers into bench/.venv-peers ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS.parent)], check=True)
+        subprocess.run(
+            [
+                str(PEERS / "pip"),
+                "install",
+                "-q",
+                "-r",
+                str(BENCH / "requirements-peers.txt"),
+            ],
+            check=True,
+        )
+    if not (LOADGEN / "node_modules" / "ws").exists():
+        subprocess.run(["npm", "ci", "--silent"], cwd=LOADGEN, check=True)
+
+
+class Running:
+    """A server process, its worker and its resource use."""
+
+    def __init__(self, server: Server, port: int) -> None:
+        self.server = server
+        self.port = port
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **server.env}
+        self.process = subprocess.Popen(
+            pinned(SERVER_CPU, server.argv),
+            cwd=server.cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    err = (
+                        self.process.stderr.read().decode()
+                        if self.process.stderr
+                        else ""
+                    )
+                    self.stop()
+                    raise RuntimeError(
+                        f"{server.name} did not start:\n{err[-2000:]}"
+                    ) from None
+                time.sleep(0.1)
+        time.sleep(0.5)
+
+    def pids(self) -> list[int]:
+        pids, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                queue.extend(int(child) for child in task.read_text().split())
+        return pids
+
+    def worker(self) -> int:
+        """The process that serves the sockets (gunicorn's worker, not its master)."""
+        pids = [p for p in self.pids() if "taskset" not in _cmdline(p)]
+        return max(pids, key=_rss_kib) if pids else self.process.pid
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _status(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _status(pid, "VmRSS")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    running: Running, options: dict[str, object], timeout: float
+) -> dict[str, object]:
+    """Run one load-generator scenario; sample the server's worker meanwhile
+    (peak RSS and threads) and add its CPU use."""
+    worker = running.worker()
+    url = f"ws://127.0.0.1:{running.port}{options['path']}"
+    argv = pinned(
+        LOADGEN_CPU, ["node", "loadgen.mjs", json.dumps({**options, "url": url})]
+    )
+    cpu_before, started = running.cpu_seconds(), time.monotonic()
+    base_rss = peak_rss = _rss_kib(worker)
+    peak_threads = 0
+    with subprocess.Popen(
+        argv, cwd=LOADGEN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as generator:
+        while generator.poll() is None:
+            if time.monotonic() - started > timeout:
+                generator.kill()
+                raise RuntimeError(f"load generator still running after {timeout} s")
+            peak_rss = max(peak_rss, _rss_kib(worker))
+            peak_threads = max(peak_threads, _status(worker, "Threads"))
+            time.sleep(0.2)
+        out, err = generator.communicate()
+    wall = time.monotonic() - started
+    if generator.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err[-2000:]}")
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result["server_cpu_pct"] = round(
+        100 * (running.cpu_seconds() - cpu_before) / wall, 1
+    )
+    result["server_base_rss_mib"] = round(base_rss / 1024, 1)
+    result["server_peak_rss_mib"] = round(peak_rss / 1024, 1)
+    result["server_peak_threads"] = peak_threads
+    return result
+
+
+def plan(quick: bool) -> list[tuple[str, dict[str, object]]]:
+    seconds, warmup = (3, 1) if quick else (10, 2)
+    runs: list[tuple[str, dict[str, object]]] = []
+    for c in [10, 100] if quick else [1, 10, 100]:
+        runs.append(
+            (
+                f"echo 32 B C={c}",
+                {
+                    "scenario": "echo",
+                    "path": "/echo/ws/",
+                    "connections": c,
+                    "seconds": seconds,
+                    "warmup": warmup,
+                    "size": 32,
+                    "binary": False,
+                },
+            )
+        )
+    if not quick:
+        for c in [1, 10, 100]:
+            runs.append(
+                (
+                    f"echo 16 KiB binary C={c}",
+                    {
+                        "scenario": "echo",
+                        "path": "/echo/ws/",
+                        "connections": c,
+                        "seconds": seconds,
+                        "warmup": warmup,
+                        "size": 16384,
+                        "binary": True,
+                    },
+                )
+            )
+    for n in [1000] if quick else [1000, 5000]:
+        runs.append(
+            (
+                f"hold {n}",
+                {
+                    "scenario": "connect",
+                    "path": "/echo/ws/",
+                    "connections": n,
+                    "inflight": 200,
+                    "hold": 2 if quick else 5,
+                    "burstWindow": 10,
+                },
+            )
+        )
+    for m in [100] if quick else [100, 1000]:
+        runs.append(
+            (
+                f"broadcast {m} @10/s",
+                {
+                    "scenario": "broadcast",
+                    "path": "/broadcast/ws/",
+                    "members": m,
+                    "rate": 10,
+                    "seconds": seconds,
+                    "warmup": warmup,
+                },
+            )
+        )
+    return runs
+
+
+def max_broadcast_rate(
+    running: Running, members: int, quick: bool
+) -> dict[str, object]:
+    """Double the rate until delivery is incomplete or p99 exceeds 500 ms."""
+    best: dict[str, object] = {"members": members, "max_rate": None}
+    for rate in [20, 40, 80] if quick else [20, 40, 80, 160, 320]:
+        options = {
+            "scenario": "broadcast",
+            "path": "/broadcast/ws/",
+            "members": members,
+            "rate": rate,
+            "seconds": 3 if quick else 5,
+            "warmup": 1,
+        }
+        result = measure(running, options, timeout=120)
+        ok = result["delivered_ratio"] == 1 and (result["p99_ms"] or 0) <= 500
+        if not ok:
+            break
+        best = {"members": members, "max_rate": rate, "p99_ms": result["p99_ms"]}
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller run, under 3 minutes"
+    )
+    parser.add_argument("--servers", help="comma-separated subset of server names")
+    parser.add_argument(
+        "--scenarios", help="comma-separated prefixes: echo,hold,broadcast,max"
+    )
+    args = parser.parse_args()
+    ensure_tools()
+    chosen = args.servers.split(",") if args.servers else None
+    prefixes = args.scenarios.split(",") if args.scenarios else None
+    results: dict[str, object] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "servers": {},
+    }
+    started = time.monotonic()
+    for server in servers(0):
+        if chosen and server.name not in chosen:
+            continue
+        if (
+            args.quick
+            and chosen is None
+            and server.name in ("flask-gevent", "websockets")
+        ):
+            continue
+        port = free_port()
+        server = next(s for s in servers(port) if s.name == server.name)
+        print(f"== {server.label}", flush=True)
+        figures: dict[str, object] = {}
+        for title, options in plan(args.quick):
+            if prefixes and not any(title.startswith(p) for p in prefixes):
+                continue
+            running = Running(server, port)
+            try:
+                figures[title] = measure(running, options, timeout=300)
+            except RuntimeError as error:
+                figures[title] = {"error": str(error)[-300:]}
+            finally:
+                running.stop()
+            print(f"   {title}: {figures[title]}", flush=True)
+        if not prefixes or "max" in prefixes:
+            running = Running(server, port)
+            try:
+                members = 100 if args.quick else 1000
+                figures[f"max broadcast rate {members}"] = max_broadcast_rate(
+                    running, members, args.quick
+                )
+            except RuntimeError as error:
+                figures["max broadcast rate"] = {"error": str(error)[-300:]}
+            finally:
+                running.stop()
+        results["servers"][server.label] = figures  # type: ignore[index]
+    results["seconds"] = round(time.monotonic() - started)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (RESULTS / "latest.md").write_text(table)
+    print(table)
+    chart(results)
+    return 0
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+HEADERS = {
+    "echo": ["msgs/s", "p50 ms", "p90 ms", "p99 ms", "server CPU"],
+    "hold": ["handshakes/s", "opened", "answered the burst", "KiB/conn", "threads"],
+    "broadcast": ["delivered", "p50 ms", "p99 ms"],
+    "max": ["max rate/s (all delivered, p99 ≤ 500 ms)", "p99 ms"],
+}
+
+
+def _cells(kind: str, r: dict[str, object]) -> list[str]:
+    if kind == "echo":
+        return [
+            _fmt(r["messages_per_s"]),
+            *(_fmt(r[k], 2) for k in ("p50_ms", "p90_ms", "p99_ms")),
+            f"{_fmt(r['server_cpu_pct'])}%",
+        ]
+    if kind == "hold":
+        grown = float(r["server_peak_rss_mib"]) - float(r["server_base_rss_mib"])  # type: ignore[arg-type]
+        per_connection = 1024 * grown / max(1, int(r["opened"]))  # type: ignore[call-overload]
+        burst = f"{r['answered_burst']}/{r['alive_after_hold']}"
+        return [
+            _fmt(r["handshakes_per_s"]),
+            f"{r['opened']}/{r['connections']}",
+            f"{burst} in {_fmt(r['burst_seconds'], 2)} s",
+            _fmt(per_connection),
+            _fmt(r["server_peak_threads"]),
+        ]
+    if kind == "broadcast":
+        ratio = 100 * float(r["delivered_ratio"] or 0)  # type: ignore[arg-type]
+        return [
+            f"{r['delivered']}/{r['expected']} ({ratio:.1f}%)",
+            _fmt(r["p50_ms"], 1),
+            _fmt(r["p99_ms"], 1),
+        ]
+    return [str(r.get("max_rate") or "none sustainable"), _fmt(r.get("p99_ms"), 1)]
+
+
+def markdown(results: dict[str, object]) -> str:
+    by_server = results["servers"]
+    assert isinstance(by_server, dict)
+    titles: list[str] = []
+    for figures in by_server.values():
+        titles += [t for t in figures if t not in titles]
+    lines = [f"Machine: {results['machine']}", ""]
+    for title in titles:
+        kind = title.split()[0]
+        header = ["server", *HEADERS[kind]]
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|---" + "|---:" * (len(header) - 1) + "|")
+        for label, figures in by_server.items():
+            if title in figures:
+                r = figures[title]
+                cells = (
+                    [f"error: {r['error'][:80]}"] if "error" in r else _cells(kind, r)
+                )
+                lines.append("| " + " | ".join([label, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, object]) -> None:
+    python = PEERS / "python"
+    script = BENCH / "chart.py"
+    subprocess.run(
+        [
+            str(python),
+            str(script),
+            str(RESULTS / "latest.json"),
+            str(RESULTS / "latest.png"),
+        ],
+        check=False,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
