@@ -138,9 +138,13 @@ def _check_origin(
         return
     if "*" in allowed_origins or origin in allowed_origins:
         return
-    host, _ = (
-        split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
-    )
+    try:
+        host, _ = (
+            split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
+        )
+    except ValueError:
+        # urlsplit() raises on a broken IPv6 literal such as "http://[".
+        host = ""
     allowed_hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed_hosts:
         # Django's own rule for an empty ALLOWED_HOSTS in DEBUG.
@@ -173,8 +177,9 @@ def _negotiate_extensions(offered: str) -> tuple[str | None, list[Extension]]:
     )
     negotiator = ServerProtocol(extensions=[factory])
     headers = Headers()
-    headers["Sec-WebSocket-Extensions"] = offered
     try:
+        # Assigning validates too: control characters raise here.
+        headers["Sec-WebSocket-Extensions"] = offered
         return negotiator.process_extensions(headers)
     except InvalidHandshake as err:
         raise HandshakeError(

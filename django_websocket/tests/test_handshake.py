@@ -85,6 +85,25 @@ def test_foreign_origin_is_refused_with_403_and_the_reason(live_server, ws, capl
     assert "Origin 'http://evil.test' is not allowed" in caplog.text
 
 
+@pytest.mark.parametrize("origin", ["http://[", "http://[::1", "http://[zz]:80"])
+def test_origin_with_a_broken_ipv6_host_is_refused_with_403(live_server, origin):
+    """Found by test_properties: urlsplit() raises on these, which was a 500."""
+    response = raw_request(live_server, "/echo/", {**HANDSHAKE, "Origin": origin})
+    assert (response.status, response.body) == (
+        403,
+        f"Origin {origin!r} is not allowed\n".encode(),
+    )
+
+
+def test_extensions_header_with_a_control_character_is_refused_with_400(live_server):
+    """Found by test_properties: websockets' Headers refuses the value, which
+    was a 500."""
+    headers = {**HANDSHAKE, "Sec-WebSocket-Extensions": "permessage-deflate; \x08"}
+    response = raw_request(live_server, "/echo/", headers)
+    assert response.status == 400
+    assert response.body.startswith(b"Invalid Sec-WebSocket-Extensions ")
+
+
 def test_same_site_origin_and_no_origin_are_accepted(live_server, ws):
     for origin in (f"http://127.0.0.1:{live_server.port}", None):
         with ws("/echo/", origin=origin) as client:
