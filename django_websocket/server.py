@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from typing import Any, cast
 
 from django.core.servers import basehttp
 
 from django_websocket.conf import get_setting
-from django_websocket.hub import get_hub
+from django_websocket.hub import TimerHandle, get_hub
 from django_websocket.transport import SOCKET_KEY, TAKE_BUFFERED_KEY, UPGRADED_KEY
 
 __all__ = [
@@ -50,6 +51,9 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
     # Incremented per request; a deadline fires only for the request it was
     # armed for.
     _request_number = 0
+    # The pending deadline call, cancelled once the headers are in so that
+    # the hub's timer heap does not keep this handler (and its buffers).
+    _deadline: TimerHandle | None = None
     requestline_ok = False
 
     def get_environ(self) -> dict[str, Any]:
@@ -76,7 +80,9 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
         timeout = get_setting("WEBSOCKET_HANDSHAKE_TIMEOUT")
         if timeout:
             when = time.monotonic() + timeout
-            get_hub().call_at(when, lambda: self._headers_timed_out(number))
+            self._deadline = get_hub().call_at(
+                when, lambda: self._headers_timed_out(number)
+            )
 
     def _headers_timed_out(self, number: int) -> None:
         if number != self._request_number:
@@ -95,6 +101,9 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
             self._read_request_head()
         finally:
             self._request_number += 1  # disarms the deadline
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
         if not self.requestline_ok:
             return
         handler = WebSocketServerHandler(
@@ -130,7 +139,12 @@ class WebSocketWSGIServer(basehttp.WSGIServer):
 
 class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
     """Django's ThreadedWSGIServer (one daemon thread per connection, shared
-    test database connections) serving requests with WebSocketRequestHandler."""
+    test database connections) serving requests with WebSocketRequestHandler.
+
+    It also keeps track of its open connections, so that ``close_connections()``
+    can end every request thread (keep-alive ones included) before the test
+    database they share goes away.
+    """
 
     request_queue_size = 1024
 
@@ -138,3 +152,32 @@ class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
         self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any
     ) -> None:
         super().__init__(server_address, WebSocketRequestHandler, *args, **kwargs)
+        # Protects _open: connection socket -> the thread serving it.
+        self._open_lock = threading.Lock()
+        self._open: dict[socket.socket, threading.Thread] = {}
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            daemon=True,
+        )
+        with self._open_lock:
+            self._open[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def close_connections(self, timeout: float) -> None:
+        """Disconnect every open connection and wait for their threads."""
+        with self._open_lock:
+            open_connections = list(self._open.items())
+        for sock, _ in open_connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for _, thread in open_connections:
+            thread.join(max(0.0, deadline - time.monotonic()))

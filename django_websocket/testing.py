@@ -111,6 +111,9 @@ class LiveServer:
         while get_hub().connections() and time.monotonic() < deadline:
             time.sleep(0.01)
         self._server.shutdown()
+        # Request threads share the test database connection: end them all
+        # (idle keep-alive connections included) before it stops being shared.
+        self._server.close_connections(max(0.0, deadline - time.monotonic()))
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout)
