@@ -30,7 +30,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from django_websocket.exceptions import CloseCode, ConnectionClosed
-from django_websocket.hub import get_hub
+from django_websocket.hub import TimerHandle, get_hub
 
 __all__ = ["Message", "WebSocket"]
 
@@ -94,6 +94,10 @@ class WebSocket:
         self._pings: dict[bytes, threading.Event] = {}
         self._keepalive: tuple[bytes, float] | None = None
         self._closing_deadline: float | None = None
+        # The pending keepalive and closing-deadline calls, cancelled on
+        # finish() so that the hub's timer heap does not keep this object.
+        self._ping_timer: TimerHandle | None = None
+        self._close_timer: TimerHandle | None = None
         self._local_close: tuple[int, str] | None = None
         self._reading = False
         self._finished = False
@@ -106,7 +110,9 @@ class WebSocket:
         self._hub = get_hub()
         self._hub.add(self)
         if ping_interval:
-            self._hub.call_at(time.monotonic() + ping_interval, self.on_timer)
+            self._ping_timer = self._hub.call_at(
+                time.monotonic() + ping_interval, self.on_timer
+            )
 
     # Reading.
 
@@ -393,7 +399,7 @@ class WebSocket:
                 self._hub.want_write(self)
         if self._protocol.close_expected() and self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + self._close_timeout
-            self._hub.call_at(self._closing_deadline, self.on_timer)
+            self._close_timer = self._hub.call_at(self._closing_deadline, self.on_timer)
 
     def _write_outbox(self) -> None:
         while self._outbox:
@@ -493,7 +499,7 @@ class WebSocket:
             )
         else:
             next_tick = now + self._ping_interval
-        self._hub.call_at(next_tick, self.on_timer)
+        self._ping_timer = self._hub.call_at(next_tick, self.on_timer)
 
     # Called by the decorator once the view has returned.
 
@@ -518,6 +524,9 @@ class WebSocket:
             while self._outbox and time.monotonic() < deadline:
                 self._drained.wait(deadline - time.monotonic())
             self._finished = True
+            for timer in (self._ping_timer, self._close_timer):
+                if timer is not None:
+                    timer.cancel()
             if self._protocol.state is not State.CLOSED:
                 self._protocol.receive_eof()
             self._drained.notify_all()

@@ -24,9 +24,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from django_websocket.connection import WebSocket
 
-__all__ = ["Hub", "close_all", "get_hub"]
+__all__ = ["Hub", "TimerHandle", "close_all", "get_hub"]
 
 logger = logging.getLogger("django_websocket")
+
+
+class TimerHandle:
+    """A call scheduled with ``Hub.call_at()``."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback: Callable[[], object] | None = callback
+
+    def cancel(self) -> None:
+        """Drop the call, and with it the reference to the callback's owner:
+        a finished connection must not stay in memory until its next ping
+        would have been due. A call the hub has already started still runs."""
+        self.callback = None
 
 
 class Hub:
@@ -38,7 +53,7 @@ class Hub:
         self._lock = threading.Lock()
         self._connections: set[WebSocket] = set()
         self._writers: set[WebSocket] = set()
-        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._timers: list[tuple[float, int, TimerHandle]] = []
         self._sequence = itertools.count()
         self._selector = selectors.DefaultSelector()
         self._wakeup_recv, self._wakeup_send = socket.socketpair()
@@ -92,17 +107,22 @@ class Hub:
                 self._writers.discard(connection)
                 self._unregister(connection)
 
-    def call_at(self, when: float, callback: Callable[[], object]) -> None:
+    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         """Call *callback()* in the hub thread at monotonic time *when*.
 
         The callback must not block; it runs with no lock held.
+
+        Returns:
+            A handle whose ``cancel()`` drops the call.
         """
+        handle = TimerHandle(callback)
         with self._lock:
             earliest = self._timers[0][0] if self._timers else None
-            heapq.heappush(self._timers, (when, next(self._sequence), callback))
+            heapq.heappush(self._timers, (when, next(self._sequence), handle))
             self._start()
         if earliest is None or when < earliest:
             self._wake()
+        return handle
 
     def _unregister(self, connection: WebSocket) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -139,7 +159,9 @@ class Hub:
         due = []
         with self._lock:
             while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[2])
+                callback = heapq.heappop(self._timers)[2].callback
+                if callback is not None:  # else cancelled
+                    due.append(callback)
         for callback in due:
             try:
                 callback()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
 import time
+import weakref
 
 import pytest
 from websockets.frames import Opcode
@@ -206,6 +208,17 @@ def test_client_vanishing_without_close_frame_leaves_no_thread_or_socket(
     assert _wait_for(lambda: get_hub().connections() == [])
     assert _wait_for(lambda: len(_request_threads()) <= baseline)
     assert _wait_for(lambda: _open_fds() <= fds)
+
+
+def test_finished_connection_is_not_kept_in_memory_by_its_timers(ws, observed):
+    """The hub's timer heap held each connection until its next keepalive
+    ping was due (20 s by default), so churn piled them up."""
+    with ws("/echo/") as client:
+        client.send("bye")
+        assert client.receive() == "bye"
+        (connection,) = [weakref.ref(c) for c in get_hub().connections()]
+    assert observed() == ("echo-ended", CloseCode.NORMAL_CLOSURE)
+    assert _wait_for(lambda: gc.collect() is not None and connection() is None)
 
 
 def test_stalled_reader_is_dropped_and_leaves_no_thread_or_socket(
