@@ -3,7 +3,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := apps config django_websocket tests manage.py
+SOURCES := apps config deploy django_websocket tests manage.py
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint types fmt bench clean

@@ -2,9 +2,11 @@
 
 Every value has a development default here; the environment overrides the
 few that differ in production: DJANGO_DEBUG, DJANGO_SECRET_KEY,
-DJANGO_ALLOWED_HOSTS, DATABASE_URL and DJANGO_LOG_LEVEL. The library's own
-settings (``WEBSOCKET_*``) keep their defaults from ``django_websocket/conf.py``
-unless set here.
+DJANGO_ALLOWED_HOSTS, DJANGO_CSRF_TRUSTED_ORIGINS, DATABASE_URL, REDIS_URL,
+DJANGO_STATIC_ROOT, DJANGO_LOG_LEVEL and, with DEBUG off, the HTTPS settings
+(deploy/env.example lists them all). The library's own settings
+(``WEBSOCKET_*``) keep their defaults from ``django_websocket/conf.py`` unless
+set here.
 
 https://docs.djangoproject.com/en/5.2/ref/settings/
 """
@@ -50,6 +52,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = _env_list(
     "DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else ""
 )
+
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -118,7 +122,28 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
+
+# HTTPS, with DEBUG off: nginx terminates TLS and says so in X-Forwarded-Proto,
+# which it always overwrites (deploy/nginx.conf); never trust this header
+# from a proxy that passes a client's own through.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/#https
+
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Off only when something in front already redirects plain HTTP.
+    SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Browsers remember this for its whole lifetime: start small, then raise
+    # it to a year (31536000) once every subdomain serves HTTPS.
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "3600"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool(
+        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True
+    )
+    # Only the header's consent: joining the browsers' preload list also takes
+    # a year-long max-age and a request at https://hstspreload.org/.
+    SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
 
 # Logging: everything to the console, requests and sockets included.
 # https://docs.djangoproject.com/en/5.2/topics/logging/

@@ -74,3 +74,27 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[object]:
+    """A real redis-server (Debian's package) on a free port, killed by PID.
+
+    The library's own helper: ``url`` to connect; ``stop()`` then ``start()``
+    kill it and bring it back, empty, on the same port.
+    """
+    from django_websocket.tests.conftest import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def search_api() -> Iterator[object]:
+    """A real HTTP server on 127.0.0.1 standing in for the live search APIs."""
+    from tests.search_api import SearchApi
+
+    with SearchApi() as api:
+        yield api

@@ -14,8 +14,8 @@ def test_home_page_links_to_every_demo(client: Client) -> None:
     assert response.status_code == 200
     html = response.content.decode()
     assert '<a href="/echo/"' in html
-    assert "Live search <small>coming soon</small>" in html
-    assert "Chat <small>coming soon</small>" in html
+    assert '<a href="/livesearch/"' in html
+    assert '<a href="/chat/"' in html
 
 
 def test_nav_shows_every_demo_on_every_page(client: Client) -> None:

@@ -1,5 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from apps.livesearch import views
 
 app_name = "livesearch"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.page, name="page"),
+    path("ws/", views.socket, name="socket"),
+]

@@ -9,3 +9,6 @@ workers = 1
 threads = 50
 worker_connections = 1000
 graceful_timeout = 5
+# gunicorn 27's control socket has one default path per user: parallel
+# test servers would fight over it.
+control_socket_disable = True

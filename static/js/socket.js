@@ -5,6 +5,8 @@
  * socket to `path` on this page's host (`wss:` under https, `ws:` otherwise),
  * reconnects with capped exponential backoff and jitter, and mirrors its state
  * on `statusElement`: `data-state="connecting|open|closed"` and a short text.
+ * `path` may be a function, called before each attempt, for a URL that changes
+ * between reconnections (the chat resumes with `?after=<last id>`).
  *
  * Messages are JSON objects with a `type` field, dispatched to the handlers
  * registered with `onMessage(type, handler)`; a message nobody handles is
@@ -27,7 +29,7 @@ export function connect(options) {
 }
 
 export class Socket {
-  #url;
+  #path;
   #status;
   #onOpen;
   #onClose;
@@ -41,7 +43,7 @@ export class Socket {
 
   constructor({ path, statusElement = null, onOpen, onClose, onRawMessage } = {}) {
     if (!path) throw new Error("connect() needs a path, e.g. from data-socket-url");
-    this.#url = socketUrl(path);
+    this.#path = typeof path === "function" ? path : () => path;
     this.#status = statusElement;
     this.#onOpen = onOpen ?? (() => {});
     this.#onClose = onClose ?? (() => {});
@@ -82,7 +84,7 @@ export class Socket {
 
   #open() {
     this.#show("connecting", "connecting…");
-    const ws = new WebSocket(this.#url);
+    const ws = new WebSocket(socketUrl(this.#path()));
     this.#ws = ws;
     ws.addEventListener("open", () => {
       this.#attempt = 0;

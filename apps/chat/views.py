@@ -1,0 +1,68 @@
+"""The chat demo: rooms with history, presence and a live stream that
+resumes without loss. The socket view loops over messages; names, storage,
+history and presence live in ``rooms.py``."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_http_methods, require_safe
+
+from apps.chat import rooms
+from apps.chat.forms import JoinForm
+from apps.chat.models import Room
+from django_websocket import WebSocketRequest, groups, require_websocket
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def index(request: HttpRequest) -> HttpResponse:
+    """Rooms with their member counts, and the form to join or create one."""
+    initial = {"nickname": rooms.identity(request), "room": request.GET.get("room")}
+    data = request.POST if request.method == "POST" else None
+    form = JoinForm(request, data, initial=initial)
+    if form.is_valid():  # an unbound form (GET) is never valid
+        return redirect("chat:room", form.save().name)
+    context = {"form": form, "rooms": rooms.directory(), "socket_view": socket}
+    return render(request, "chat/index.html", context)
+
+
+@require_safe
+def room(request: HttpRequest, name: str) -> HttpResponse:
+    """The room page; without a nickname, the form on /chat/ comes first."""
+    room = get_object_or_404(Room, name=name)
+    user = rooms.identity(request)
+    if user is None:
+        return redirect(reverse("chat:index") + "?" + urlencode({"room": room.name}))
+    context = {"room": room, "user": user, "socket_view": socket}
+    return render(request, "chat/room.html", context)
+
+
+@require_websocket(max_message_size=64 * 1024)
+def socket(request: WebSocketRequest, name: str) -> None:
+    # Runs in this connection's own thread: blocking here blocks nobody else.
+    websocket = request.websocket
+    try:
+        user = rooms.socket_identity(request)  # username, nickname or ?nick=
+        room = rooms.get_room(name)
+        after = rooms.parse_after(request.GET.get("after"))
+    except rooms.JoinError as error:
+        websocket.close(error.code, error.reason)
+        return
+    group = rooms.group_name(room)
+    # Subscribe before reading the history: a message stored meanwhile then
+    # arrives twice (the client dedups by id) rather than not at all.
+    groups.subscribe(websocket, group)
+    rooms.send_event(websocket, "history", messages=rooms.history(room, after))
+    limit = rooms.RateLimit()
+    groups.track(websocket, group, user)  # in the room's presence until it closes
+    try:
+        rooms.announce_presence(room)
+        for data in websocket:  # ends when the client closes
+            try:
+                limit.check()
+                rooms.post(websocket, room, user, rooms.parse_message(data))
+            except rooms.ChatError as error:
+                rooms.send_event(websocket, "error", message=str(error))
+    finally:
+        groups.untrack(websocket, group)
+        rooms.announce_presence(room)

@@ -1,0 +1,57 @@
+"""Live search settings: the defaults and the one function that reads them.
+
+Settings are read when they are needed, never at import time, so
+``override_settings`` and pytest-django's ``settings`` fixture apply. Set any
+of them in ``config/settings.py`` to replace the default here; see
+``docs/howto/livesearch-sources.md``.
+"""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds between two pushes of the same query.
+    "LIVESEARCH_INTERVAL": 30.0,
+    # Longest wait, in seconds, before retrying a failing source.
+    "LIVESEARCH_MAX_BACKOFF": 300.0,
+    # The sources the page offers, shaped like CACHES: name -> BACKEND (a
+    # class path), LABEL (shown in the picker) and OPTIONS (its arguments).
+    "LIVESEARCH_SOURCES": {
+        "local": {
+            "BACKEND": "apps.livesearch.sources.LocalSource",
+            "LABEL": "This site (chat messages)",
+            "OPTIONS": {
+                "models": {
+                    "chat.Message": {
+                        "fields": ["text", "author"],
+                        "title": "{obj.author} in #{obj.room}",
+                        "url_name": "chat:room",
+                        "url_args": ["{obj.room.name}"],
+                        "published": "created_at",
+                    },
+                },
+            },
+        },
+        "hn": {
+            "BACKEND": "apps.livesearch.sources.HackerNewsSource",
+            "LABEL": "Hacker News",
+            "OPTIONS": {"url": "https://hn.algolia.com"},
+        },
+        "wikipedia": {
+            "BACKEND": "apps.livesearch.sources.WikipediaSource",
+            "LABEL": "Wikipedia (English)",
+            "OPTIONS": {"url": "https://en.wikipedia.org"},
+        },
+        "searxng": {
+            "BACKEND": "apps.livesearch.sources.SearxngSource",
+            "LABEL": "SearXNG (127.0.0.1:8080)",
+            "OPTIONS": {"url": "http://127.0.0.1:8080"},
+        },
+    },
+}
+
+
+def get_setting(name: str) -> Any:
+    """Return the project's value for setting *name*, or its default."""
+    return getattr(settings, name, DEFAULTS[name])

@@ -1,0 +1,433 @@
+"""Where live search results come from: pluggable sources.
+
+A source is any class with a ``label``, ``search(query)`` returning at most
+ten results, and ``close()`` (see ``Source``). ``LIVESEARCH_SOURCES`` names
+them like ``CACHES``: ``{"hn": {"BACKEND": "apps.livesearch.sources.
+HackerNewsSource", "LABEL": "Hacker News", "OPTIONS": {...}}}``, the
+options being the class's keyword arguments.
+
+- ``LocalSource`` searches this site's own content (chat messages by
+  default) through the full-text index in ``index.py``; it works offline.
+- ``HackerNewsSource``, ``WikipediaSource`` and ``SearxngSource`` call public
+  JSON APIs with httpx, always with a timeout. Their failures (timeouts,
+  HTTP errors, rate limits, malformed JSON) raise ``SourceError``; the pusher
+  reports them to the page and retries later. Nothing here retries.
+"""
+
+import email.utils
+import html
+from datetime import UTC, datetime
+from typing import Any, ClassVar, NotRequired, Protocol, TypedDict
+from urllib.parse import quote
+
+import httpx
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+from django.db.models import Model
+from django.utils.html import strip_tags
+from django.utils.module_loading import import_string
+
+from apps.livesearch import index
+from apps.livesearch.conf import get_setting
+
+MAX_RESULTS = 10
+# Sent unless OPTIONS says otherwise; public APIs ask for a contact address.
+USER_AGENT = f"django-websocket-starter-livesearch/1.0 httpx/{httpx.__version__}"
+
+
+class Result(TypedDict):
+    """One search result as the page shows it (the pusher adds ``new``)."""
+
+    title: str
+    url: str
+    snippet: str
+    published: str | None  # ISO 8601, when the source knows it
+    # What makes a result the same from one push to the next, when the url
+    # does not (two chat messages in one room); never sent to the page.
+    id: NotRequired[str]
+
+
+class Source(Protocol):
+    """What the pusher needs from a source. Each poller thread creates its own
+    instance, calls ``search()`` from that thread only, and ``close()`` at the
+    end."""
+
+    label: str
+
+    def search(self, query: str) -> list[Result]:
+        """Return the current top results for *query*, at most ten.
+
+        Raises:
+            SourceError: If the source failed; its message is shown to users.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class SourceError(Exception):
+    """A source could not answer; ``retry_after`` is the delay it asked for."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def configured() -> list[tuple[str, str]]:
+    """Return ``(name, label)`` of each source in ``LIVESEARCH_SOURCES``."""
+    return [
+        (name, config.get("LABEL", name))
+        for name, config in get_setting("LIVESEARCH_SOURCES").items()
+    ]
+
+
+def load(name: str) -> Source:
+    """Create the source configured as *name*.
+
+    Raises:
+        ImproperlyConfigured: If its entry in ``LIVESEARCH_SOURCES`` is unusable.
+    """
+    config = get_setting("LIVESEARCH_SOURCES").get(name)
+    if not isinstance(config, dict):
+        raise ImproperlyConfigured(f"LIVESEARCH_SOURCES[{name!r}] must be a dict")
+    backend = _backend(name, config)
+    options = config.get("OPTIONS", {})
+    try:
+        source: Source = backend(label=config.get("LABEL", name), **options)
+    except TypeError as err:
+        raise ImproperlyConfigured(
+            f"LIVESEARCH_SOURCES[{name!r}]['OPTIONS'] = {options!r}"
+            f" rejected by {config['BACKEND']}: {err}"
+        ) from err
+    return source
+
+
+def _backend(name: str, config: dict[str, Any]) -> Any:
+    path = config.get("BACKEND")
+    try:
+        return import_string(str(path))
+    except ImportError as err:
+        raise ImproperlyConfigured(
+            f"LIVESEARCH_SOURCES[{name!r}]['BACKEND'] = {path!r} cannot be imported:"
+            f" {err}"
+        ) from err
+
+
+def text(markup: str, limit: int = 300) -> str:
+    """Plain text from an HTML fragment: tags stripped, entities decoded,
+    whitespace collapsed, at most *limit* characters."""
+    plain = " ".join(html.unescape(strip_tags(markup)).split())
+    return plain if len(plain) <= limit else plain[: limit - 1] + "…"
+
+
+class HttpSource:
+    """Base class of the sources behind a JSON HTTP API.
+
+    Subclasses set ``default_url`` and ``path`` and implement
+    ``query_params()`` and ``parse()``; ``parse()`` may raise ``KeyError``,
+    ``TypeError`` or ``ValueError`` on an unexpected response shape.
+
+    Args:
+        label: The name shown to users.
+        url: Base URL of the service (``default_url`` if not given).
+        timeout: Seconds allowed to connect, and for each read and write.
+        params: Extra query parameters sent with every request.
+        user_agent: The ``User-Agent`` header; Wikipedia asks for a contact.
+    """
+
+    default_url = ""
+    path = ""
+    # Advice for users, by HTTP status.
+    hints: ClassVar[dict[int, str]] = {}
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        url: str | None = None,
+        timeout: float = 5.0,
+        params: dict[str, str] | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.label = label
+        self.url = (url or self.default_url).rstrip("/")
+        if not self.url:
+            raise TypeError(f"{type(self).__name__} needs a 'url' option")
+        self.timeout = timeout
+        self.params = params or {}
+        self.host = httpx.URL(self.url).netloc.decode()
+        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._client = httpx.Client(
+            headers=headers, timeout=timeout, follow_redirects=True
+        )
+
+    def search(self, query: str) -> list[Result]:
+        data = self.get_json(self.path, {**self.query_params(query), **self.params})
+        try:
+            return self.parse(data)[:MAX_RESULTS]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SourceError(
+                f"{self.host} sent an unexpected response ({err!r})"
+            ) from err
+
+    def query_params(self, query: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, data: Any) -> list[Result]:
+        raise NotImplementedError
+
+    def get_json(self, path: str, params: dict[str, Any]) -> Any:
+        """GET ``url + path`` and decode its JSON body.
+
+        Raises:
+            SourceError: On a timeout, a network error, an HTTP error status
+                (with ``retry_after`` from its ``Retry-After`` header) or a
+                body that is not JSON.
+        """
+        try:
+            response = self._client.get(
+                self.url + path, params=params, timeout=self.timeout
+            )
+        except httpx.TimeoutException as err:
+            raise SourceError(
+                f"{self.host} did not answer within {self.timeout:g} s"
+            ) from err
+        except httpx.HTTPError as err:
+            raise SourceError(f"cannot reach {self.host} ({err})") from err
+        if response.is_error:
+            hint = self.hints.get(response.status_code)
+            raise SourceError(
+                f"{self.host} answered HTTP {response.status_code}"
+                f" {response.reason_phrase}" + (f"; {hint}" if hint else ""),
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        try:
+            return response.json()
+        except ValueError as err:
+            raise SourceError(f"{self.host} sent malformed JSON") from err
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class HackerNewsSource(HttpSource):
+    """The newest Hacker News stories matching the query, from the public
+    Algolia API (``search_by_date``, no key): https://hn.algolia.com/api."""
+
+    default_url = "https://hn.algolia.com"
+    path = "/api/v1/search_by_date"
+
+    def query_params(self, query: str) -> dict[str, Any]:
+        return {"query": query, "tags": "story", "hitsPerPage": MAX_RESULTS}
+
+    def parse(self, data: Any) -> list[Result]:
+        return [
+            {
+                "id": hit["objectID"],
+                "title": hit.get("title") or hit.get("story_title") or "(untitled)",
+                "url": hit.get("url")
+                or f"https://news.ycombinator.com/item?id={hit['objectID']}",
+                "snippet": text(hit.get("story_text") or "")
+                or f"{hit.get('points') or 0} points by {hit.get('author')}",
+                "published": hit.get("created_at"),
+            }
+            for hit in data["hits"]
+        ]
+
+
+class WikipediaSource(HttpSource):
+    """Wikipedia articles matching the query, from the MediaWiki search API
+    (``list=search``): https://www.mediawiki.org/wiki/API:Search.
+
+    Args:
+        sort: ``srsort``; the default, ``last_edit_desc``, puts recently
+            edited articles first so that pushes change. ``relevance`` is
+            what Wikipedia's own search box does.
+    """
+
+    default_url = "https://en.wikipedia.org"
+    path = "/w/api.php"
+
+    def __init__(self, *, sort: str = "last_edit_desc", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sort = sort
+
+    def query_params(self, query: str) -> dict[str, Any]:
+        return {
+            "action": "query",
+            "list": "search",
+            "srsearch": query,
+            "srlimit": MAX_RESULTS,
+            "srprop": "snippet|timestamp",
+            "srsort": self.sort,
+            "format": "json",
+            "formatversion": 2,
+        }
+
+    def parse(self, data: Any) -> list[Result]:
+        if "error" in data:  # MediaWiki reports errors with HTTP 200
+            raise SourceError(f"{self.host}: {data['error'].get('info')}")
+        return [
+            {
+                "title": page["title"],
+                "url": f"{self.url}/wiki/"
+                + quote(page["title"].replace(" ", "_"), safe="/:(),'"),
+                # Snippets mark matches with <span class="searchmatch">.
+                "snippet": text(page.get("snippet") or ""),
+                "published": page.get("timestamp"),
+            }
+            for page in data["query"]["search"]
+        ]
+
+
+class SearxngSource(HttpSource):
+    """Results of a SearXNG metasearch instance, in its JSON format:
+    https://docs.searxng.org/dev/search_api.html. There is no default
+    instance: set the ``url`` option, and enable ``json`` under
+    ``search: formats`` in the instance's ``settings.yml``."""
+
+    path = "/search"
+    hints: ClassVar[dict[int, str]] = {
+        403: "is the json format enabled in the instance's settings.yml?",
+    }
+
+    def query_params(self, query: str) -> dict[str, Any]:
+        return {"q": query, "format": "json"}
+
+    def parse(self, data: Any) -> list[Result]:
+        return [
+            {
+                "title": result.get("title") or result["url"],
+                "url": result["url"],
+                "snippet": text(result.get("content") or ""),
+                "published": result.get("publishedDate"),
+            }
+            for result in data["results"]
+        ]
+
+
+class LocalSource:
+    """Full-text search over this site's own content, newest first.
+
+    Uses the FTS5 index on SQLite (``index.py``), ``icontains`` queries on
+    other databases. A new or edited object is searchable as soon as it is
+    saved, so it shows up as new on the next push.
+
+    Args:
+        label: The name shown to users.
+        models: Model label -> how to search it: ``fields`` (required),
+            ``title`` and ``url`` (``str.format`` templates given ``obj``),
+            ``url_name`` and ``url_args`` (to ``reverse()`` instead),
+            ``published`` (the field that orders results); see
+            ``index.IndexedModel``.
+        using: The database alias.
+    """
+
+    def __init__(
+        self, *, label: str, models: dict[str, dict[str, Any]], using: str = "default"
+    ) -> None:
+        self.label = label
+        self.models = [
+            index.IndexedModel.from_options(name, options)
+            for name, options in models.items()
+        ]
+        self.using = using
+
+    def search(self, query: str) -> list[Result]:
+        try:
+            if index.available(self.using):
+                found = index.search(query, self.models, MAX_RESULTS, self.using)
+            else:
+                found = index.search_fallback(
+                    query, self.models, MAX_RESULTS, self.using
+                )
+        except DatabaseError as err:
+            raise SourceError(f"the database failed ({err})") from err
+        return [
+            {
+                "id": f"{spec.label}:{obj.pk}",
+                "title": spec.title_of(obj),
+                "url": spec.url_of(obj),
+                "snippet": " ".join(snippet.split()),
+                "published": spec.published_of(obj) or None,
+            }
+            for spec, obj, snippet in found
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def indexed_models() -> dict[str, index.IndexedModel]:
+    """The models searched by ``LocalSource`` entries of ``LIVESEARCH_SOURCES``,
+    by lower-case label (read at call time, so tests may change it).
+
+    Raises:
+        ImproperlyConfigured: If an entry names a model or field that does
+            not exist.
+    """
+    specs: dict[str, index.IndexedModel] = {}
+    for label, options in _local_models():
+        spec = index.IndexedModel.from_options(label, options)
+        specs.setdefault(spec.label, spec)
+    return specs
+
+
+def _local_models() -> list[tuple[str, dict[str, Any]]]:
+    """``(label, options)`` of each model listed by a ``LocalSource`` entry."""
+    found = []
+    for config in get_setting("LIVESEARCH_SOURCES").values():
+        try:
+            backend = import_string(str(config.get("BACKEND")))
+        except ImportError:
+            continue  # reported to whoever searches that source
+        if isinstance(backend, type) and issubclass(backend, LocalSource):
+            found += config.get("OPTIONS", {}).get("models", {}).items()
+    return found
+
+
+def _spec_for(model: type[Model]) -> index.IndexedModel | None:
+    # Only the saved model's own entry is parsed: a mistake elsewhere in
+    # LIVESEARCH_SOURCES never stops other models from being saved.
+    for label, options in _local_models():
+        if label.lower() == model._meta.label_lower:
+            return index.IndexedModel.from_options(label, options)
+    return None
+
+
+def index_saved(
+    sender: type[Model], instance: Model, using: str, created: bool, **kwargs: Any
+) -> None:
+    """``post_save`` receiver: index *instance* if a ``LocalSource`` searches
+    its model."""
+    spec = _spec_for(sender)
+    if spec is not None and index.available(using):
+        index.write(spec, instance, using, replace=not created)
+
+
+def index_deleted(
+    sender: type[Model], instance: Model, using: str, **kwargs: Any
+) -> None:
+    """``post_delete`` receiver: drop *instance* from the index."""
+    spec = _spec_for(sender)
+    if spec is not None and index.available(using):
+        index.delete(spec, instance.pk, using)

@@ -1,0 +1,45 @@
+"""The live search demo: send a query, get its top results pushed every
+``LIVESEARCH_INTERVAL`` seconds, with what is new since the last push marked.
+
+The 2010 example searched Google in the view itself and slept 30 seconds
+between pushes. Here every query is polled once however many people follow
+it: ``pusher.py`` runs one thread per (source, query) and sends each push to
+all of its followers, and ``sources.py`` holds the pluggable sources.
+"""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from apps.livesearch import pusher, sources
+from apps.livesearch.conf import get_setting
+from django_websocket import WebSocketRequest, require_websocket
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    """The page: a query box, a source picker, the results, the view below."""
+    context = {
+        "socket_view": socket,
+        "sources": sources.configured(),
+        "interval": get_setting("LIVESEARCH_INTERVAL"),
+    }
+    return render(request, "livesearch/index.html", context)
+
+
+@require_websocket
+def socket(request: WebSocketRequest) -> None:
+    # Runs in this connection's own thread. The loop only reads searches:
+    # the query's poller thread sends the pushes (send() is thread-safe), and
+    # waiting here answers pings and notices when the browser leaves.
+    websocket = request.websocket
+    try:
+        for message in websocket:  # ends when the client closes
+            try:
+                source, query = pusher.parse_search(message)
+            except ValueError as err:  # malformed, empty or too long
+                websocket.send_json(pusher.error_event(str(err)))
+                continue
+            # Replaces this connection's previous search; the first push of
+            # the results comes at once.
+            pusher.subscribe(websocket, source, query)
+    finally:
+        pusher.unsubscribe(websocket)

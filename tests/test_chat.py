@@ -1,0 +1,639 @@
+"""The chat end to end: real servers (in-process, runserver subprocesses, two
+processes sharing a real redis-server), websockets' client and raw sockets."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.test import Client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from apps.chat import rooms
+from apps.chat.models import Message, Room
+from apps.chat.rooms import JoinCloseCode
+from django_websocket.testing import LiveServer
+from django_websocket.tests.conftest import RedisServer, ServerProcess, free_port
+from tests.conftest import TIMEOUT
+
+ROOT = Path(__file__).resolve().parent.parent
+Event = dict[str, Any]
+
+
+# Helpers: a client that joins a room, and bounded waits for events.
+
+
+def join(
+    base: str, room: str, nick: str | None = "ada", after: int | None = None, **kwargs
+) -> AbstractContextManager[ClientConnection]:
+    """Connect to a room's socket on *base* (``ws://host:port``)."""
+    query = {"nick": nick, "after": after}
+    query_string = urlencode({k: v for k, v in query.items() if v is not None})
+    return connect(
+        f"{base}/chat/{room}/ws/?{query_string}",
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        **kwargs,
+    )
+
+
+def receive(ws: ClientConnection, timeout: float = TIMEOUT) -> Event:
+    event: Event = json.loads(ws.recv(timeout))
+    return event
+
+
+def receive_until(
+    ws: ClientConnection, done: Callable[[Event], bool], timeout: float = TIMEOUT
+) -> list[Event]:
+    """Every event up to and including the first one that is *done*."""
+    deadline = time.monotonic() + timeout
+    events = []
+    while not events or not done(events[-1]):
+        events.append(receive(ws, max(0.0, deadline - time.monotonic())))
+    return events
+
+
+def next_of(ws: ClientConnection, type: str) -> Event:
+    """The next event of *type*, skipping others (presence, mostly)."""
+    return receive_until(ws, lambda event: event["type"] == type)[-1]
+
+
+def messages(events: list[Event]) -> list[Event]:
+    return [event for event in events if event["type"] == "message"]
+
+
+def history(ws: ClientConnection) -> list[Event]:
+    """The history of a connection. Only live events published while it
+    joined can come before it: here, presence from someone joining too."""
+    *before, event = receive_until(ws, lambda event: event["type"] == "history")
+    assert {event["type"] for event in before} <= {"presence"}, before
+    return event["messages"]
+
+
+def say(ws: ClientConnection, text: str) -> Event:
+    """Post *text* and return it as the room sent it back."""
+    ws.send(json.dumps({"type": "message", "text": text}))
+    return receive_until(ws, lambda event: event.get("text") == text)[-1]
+
+
+def presence_is(users: list[str]) -> Callable[[Event], bool]:
+    return lambda event: event == {"type": "presence", "users": users}
+
+
+def expect_refusal(base: str, path: str) -> tuple[int, str]:
+    """Connect, expect the server to close before sending anything."""
+    with (
+        connect(base + path, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws,
+        pytest.raises(ConnectionClosed),
+    ):
+        ws.recv(TIMEOUT)
+    assert ws.close_code is not None and ws.close_reason is not None
+    return ws.close_code, ws.close_reason
+
+
+@pytest.fixture
+def room(live_server: LiveServer) -> Room:
+    return Room.objects.create(name="tea")
+
+
+@pytest.fixture
+def base(live_server: LiveServer) -> str:
+    return live_server.ws_url
+
+
+# One server: messages, history, resuming, errors.
+
+
+def test_members_of_a_room_see_each_others_messages_and_no_other_room_does(
+    base: str, room: Room
+) -> None:
+    Room.objects.create(name="coffee")
+    with (
+        join(base, "tea", "ada") as ada,
+        join(base, "tea", "bob") as bob,
+        join(base, "coffee", "cy") as cy,
+    ):
+        for ws in (ada, bob, cy):
+            assert history(ws) == []
+        receive_until(ada, presence_is(["ada", "bob"]))
+        sent = say(ada, "hello bob")
+        assert next_of(bob, "message") == sent
+        assert say(bob, "hello ada") == next_of(ada, "message")
+        # Had tea's messages reached cy, they would have come before this.
+        cy.send(json.dumps({"type": "message", "text": "anyone?"}))
+        events = receive_until(cy, lambda event: event.get("text") == "anyone?")
+        assert [event["room"] for event in messages(events)] == ["coffee"]
+    assert sent["type"] == "message"
+    assert sent["room"] == "tea" and sent["user"] == "ada"
+    assert sent["id"] == Message.objects.get(text="hello bob").id
+    assert sent["ts"].endswith("Z") and len(sent["ts"]) == len("2026-11-21T16:00:00Z")
+
+
+def test_joining_sends_the_last_50_messages_oldest_first(base: str, room: Room) -> None:
+    stored = Message.objects.bulk_create(
+        Message(room=room, author="ada", text=f"message {n}") for n in range(55)
+    )
+    Message.objects.create(room=Room.objects.create(name="other"), author="x", text="x")
+    with join(base, "tea", "bob") as bob:
+        sent = history(bob)
+    assert [event["text"] for event in sent] == [f"message {n}" for n in range(5, 55)]
+    assert [event["id"] for event in sent] == [message.id for message in stored[5:]]
+    assert all(event["type"] == "message" for event in sent)
+
+
+def test_reconnecting_with_after_gets_exactly_the_missed_messages_then_live(
+    base: str, room: Room
+) -> None:
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        first = [say(ada, f"before {n}")["id"] for n in range(3)]
+        with join(base, "tea", "bob") as bob:
+            assert [event["id"] for event in history(bob)] == first
+        missed = [say(ada, f"missed {n}")["id"] for n in range(3)]
+        with join(base, "tea", "bob", after=first[-1]) as bob:
+            assert [event["id"] for event in history(bob)] == missed
+            live = say(ada, "live")
+            assert messages(receive_until(bob, lambda e: e.get("text") == "live")) == [
+                live
+            ]
+
+
+def test_after_the_last_id_sends_an_empty_history(base: str, room: Room) -> None:
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        last = say(ada, "only")["id"]
+    with join(base, "tea", "ada", after=last) as ada:
+        assert history(ada) == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "error"),
+    [
+        ("{not json", "message is not valid JSON"),
+        ("[" * 10_000, "message is not valid JSON"),
+        ('["message"]', 'message must be a JSON object with a "type"'),
+        ('{"type": "shout", "text": "hi"}', 'unknown message type: "shout"'),
+        ('{"text": "hi"}', "unknown message type: null"),
+        ('{"type": "message"}', '"text" must be a non-empty string'),
+        ('{"type": "message", "text": "  "}', '"text" must be a non-empty string'),
+        (
+            json.dumps({"type": "message", "text": "x" * 2001}),
+            "text is longer than 2000 characters",
+        ),
+        (b"\x00binary", 'send text frames: {"type": "message", "text": "..."}'),
+    ],
+    ids=[
+        "bad-json",
+        "too-deep",
+        "not-an-object",
+        "unknown-type",
+        "no-type",
+        "no-text",
+        "blank-text",
+        "oversize-text",
+        "binary",
+    ],
+)
+def test_a_bad_message_gets_an_error_event_and_the_connection_stays_usable(
+    base: str, room: Room, sent: str | bytes, error: str
+) -> None:
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        ada.send(sent)
+        assert next_of(ada, "error") == {"type": "error", "message": error}
+        say(ada, "x" * 2000)
+    assert Message.objects.count() == 1
+
+
+def test_the_eleventh_message_in_ten_seconds_gets_an_error_event(
+    base: str, room: Room
+) -> None:
+    with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
+        history(ada)
+        history(bob)
+        for n in range(11):
+            ada.send(json.dumps({"type": "message", "text": f"spam {n}"}))
+        events = receive_until(ada, lambda event: event["type"] == "error")
+        assert [event["text"] for event in messages(events)] == [
+            f"spam {n}" for n in range(10)
+        ]
+        assert events[-1] == {
+            "type": "error",
+            "message": "slow down: at most 10 messages every 10 seconds",
+        }
+        # Still connected: it receives the others' messages.
+        assert say(bob, "calm down") == next_of(ada, "message")
+    assert Message.objects.count() == 11
+
+
+def test_a_rate_limited_connection_can_post_again_once_the_window_passes(
+    base: str, room: Room, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT = (2, 0.5)
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        say(ada, "one")
+        say(ada, "two")
+        ada.send(json.dumps({"type": "message", "text": "three"}))
+        assert next_of(ada, "error")["message"].startswith("slow down")
+        time.sleep(0.5)
+        say(ada, "four")
+    assert list(Message.objects.values_list("text", flat=True)) == [
+        "one",
+        "two",
+        "four",
+    ]
+
+
+def test_presence_lists_who_is_in_the_room_and_updates_when_someone_leaves(
+    base: str, room: Room
+) -> None:
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        assert receive(ada) == {"type": "presence", "users": ["ada"]}
+        with join(base, "tea", "bob") as bob, join(base, "tea", "bob") as bob_again:
+            history(bob)
+            history(bob_again)
+            receive_until(ada, presence_is(["ada", "bob"]))
+            receive_until(bob, presence_is(["ada", "bob"]))
+        receive_until(ada, presence_is(["ada"]))
+
+
+def test_a_stalled_member_does_not_delay_the_others_and_is_dropped(
+    live_server: LiveServer, base: str, room: Room, settings: Any
+) -> None:
+    """A raw client with a tiny receive buffer joins, then never reads: once
+    the kernel's buffers and its backlog are full, it is dropped."""
+    settings.WEBSOCKET_MAX_SEND_BACKLOG = 64 * 1024
+    settings.CHAT_RATE_LIMIT = (100_000, 10.0)
+    dropped = presence_is(["ada", "bob"])
+    # ada reads everything as it comes, so only the stalled member lags.
+    with (
+        join(base, "tea", "ada", max_queue=None) as ada,
+        join(base, "tea", "bob") as bob,
+        closing(socket.socket()) as stalled,
+    ):
+        history(ada)
+        history(bob)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(TIMEOUT)
+        stalled.connect((live_server.host, live_server.port))
+        stalled.sendall(
+            b"GET /chat/tea/ws/?nick=sloth HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        receive_until(bob, presence_is(["ada", "bob", "sloth"]))
+
+        # About 800 kB a batch (4-byte characters), until the kernel's send
+        # buffer (up to 4 MiB here) and the backlog overflow.
+        deadline = time.monotonic() + TIMEOUT
+        sent, events = 0, []
+        while not any(map(dropped, events)):
+            assert time.monotonic() < deadline, "the stalled member was not dropped"
+            for _ in range(100):
+                ada.send(
+                    json.dumps({"type": "message", "text": f"{sent} " + "😀" * 1990})
+                )
+                sent += 1
+            last = f"{sent - 1} "
+            events += receive_until(
+                bob, lambda e, last=last: e.get("text", "").startswith(last)
+            )
+        numbers = [int(event["text"].split()[0]) for event in messages(events)]
+        assert numbers == list(range(sent))
+
+
+def test_socket_without_a_nickname_closes_with_4403(base: str, room: Room) -> None:
+    assert expect_refusal(base, "/chat/tea/ws/") == (
+        JoinCloseCode.NO_IDENTITY,
+        "choose a nickname first",
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("nick=", "invalid nickname: Use 1 to 32 characters."),
+        ("nick=" + "n" * 33, "invalid nickname: Use 1 to 32 characters."),
+        (
+            "nick=%20ada",
+            "invalid nickname: Use printable characters, without spaces at either end.",
+        ),
+        (
+            "nick=a%0Ab",
+            "invalid nickname: Use printable characters, without spaces at either end.",
+        ),
+        ("nick=ada&after=last", "after must be a message id"),
+        ("nick=ada&after=-1", "after must be a message id"),
+    ],
+)
+def test_socket_with_a_bad_query_closes_with_4400(
+    base: str, room: Room, query: str, reason: str
+) -> None:
+    code, actual = expect_refusal(base, f"/chat/tea/ws/?{query}")
+    assert (code, actual) == (JoinCloseCode.BAD_REQUEST, reason)
+
+
+def test_socket_of_a_room_that_does_not_exist_closes_with_4404(base: str) -> None:
+    assert expect_refusal(base, "/chat/nowhere/ws/?nick=ada") == (
+        JoinCloseCode.NO_SUCH_ROOM,
+        "no room named nowhere",
+    )
+
+
+def test_socket_uses_the_nickname_chosen_on_the_page(
+    base: str, room: Room, client: Client
+) -> None:
+    client.post("/chat/", {"nickname": "Ada Lovelace", "room": "tea"})
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    with join(base, "tea", None, additional_headers={"Cookie": cookie}) as ws:
+        history(ws)
+        assert receive(ws) == {"type": "presence", "users": ["Ada Lovelace"]}
+        assert say(ws, "hi")["user"] == "Ada Lovelace"
+
+
+def test_a_logged_in_user_chats_under_their_username_whatever_the_nick(
+    base: str, room: Room, client: Client, django_user_model: type[AbstractUser]
+) -> None:
+    client.force_login(django_user_model.objects.create_user("grace"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    with join(base, "tea", "mallory", additional_headers={"Cookie": cookie}) as ws:
+        history(ws)
+        assert receive(ws) == {"type": "presence", "users": ["grace"]}
+
+
+@pytest.mark.django_db
+def test_the_socket_url_refuses_plain_http(client: Client) -> None:
+    Room.objects.create(name="tea")
+    response = client.get("/chat/tea/ws/")
+    assert response.status_code == 400
+
+
+# Names.
+
+
+@pytest.mark.parametrize("name", ["lobby", "a", "R2-D2_x", "z" * 64])
+def test_valid_room_names(name: str) -> None:
+    rooms.validate_room_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "z" * 65, "two words", "café", "a/b", "a.b"])
+def test_invalid_room_names(name: str) -> None:
+    with pytest.raises(ValidationError):
+        rooms.validate_room_name(name)
+
+
+@pytest.mark.parametrize("nickname", ["ada", "Ada Lovelace", "é👋", "x" * 32, "!"])
+def test_valid_nicknames(nickname: str) -> None:
+    rooms.validate_nickname(nickname)
+
+
+@pytest.mark.parametrize(
+    "nickname", ["", "x" * 33, " ada", "ada ", "a\tb", "a\nb", "\x00", "a\u200bb"]
+)
+def test_invalid_nicknames(nickname: str) -> None:
+    with pytest.raises(ValidationError):
+        rooms.validate_nickname(nickname)
+
+
+# Pages.
+
+
+@pytest.mark.django_db
+def test_index_lists_rooms_and_the_join_form(client: Client) -> None:
+    Room.objects.create(name="tea")
+    html = client.get("/chat/").content.decode()
+    assert '<a href="/chat/tea/">tea</a>' in html
+    assert '<span class="count" data-count="0">0 here</span>' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    assert '<form id="join-form" class="join-form" method="post"' in html
+
+
+def test_index_counts_the_people_in_each_room(
+    base: str, room: Room, client: Client
+) -> None:
+    with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
+        history(ada)
+        history(bob)
+        receive_until(ada, presence_is(["ada", "bob"]))
+        html = client.get("/chat/").content.decode()
+    assert '<span class="count" data-count="2">2 here</span>' in html
+
+
+@pytest.mark.django_db
+def test_joining_creates_the_room_keeps_the_nickname_and_redirects(
+    client: Client,
+) -> None:
+    response = client.post("/chat/", {"nickname": "ada", "room": "new-room"})
+    assert response.status_code == 302
+    assert response["Location"] == "/chat/new-room/"
+    assert Room.objects.filter(name="new-room").exists()
+    assert client.session[rooms.SESSION_KEY] == "ada"
+    html = client.get("/chat/new-room/").content.decode()
+    assert 'data-socket-url="/chat/new-room/ws/"' in html
+    assert 'data-user="ada"' in html
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"nickname": "ada", "room": "two words"}, "Use 1 to 64 letters"),
+        ({"nickname": "ada", "room": ""}, "This field is required."),
+        ({"nickname": "a\tb", "room": "tea"}, "Use printable characters"),
+        ({"nickname": "x" * 33, "room": "tea"}, "at most 32 characters"),
+        ({"room": "tea"}, "This field is required."),
+    ],
+)
+def test_joining_with_a_bad_name_shows_why_and_creates_nothing(
+    client: Client, data: dict[str, str], error: str
+) -> None:
+    response = client.post("/chat/", data)
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert 'aria-invalid="true"' in response.content.decode()
+    assert not Room.objects.exclude(name="lobby").exists()
+    assert rooms.SESSION_KEY not in client.session
+
+
+@pytest.mark.django_db
+def test_joining_needs_the_csrf_token() -> None:
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/chat/", {"nickname": "ada", "room": "tea"})
+    assert response.status_code == 403
+    assert not Room.objects.filter(name="tea").exists()
+
+
+@pytest.mark.django_db
+def test_get_never_creates_a_room(client: Client) -> None:
+    assert client.get("/chat/?room=tea&nickname=ada").status_code == 200
+    assert client.get("/chat/tea/").status_code == 404
+    assert client.get("/chat/not a room/").status_code == 404
+    assert not Room.objects.filter(name="tea").exists()
+
+
+@pytest.mark.django_db
+def test_room_page_without_a_nickname_sends_you_to_the_form(client: Client) -> None:
+    Room.objects.create(name="tea")
+    response = client.get("/chat/tea/")
+    assert response.status_code == 302
+    assert response["Location"] == "/chat/?room=tea"
+    assert 'name="room" value="tea"' in client.get("/chat/?room=tea").content.decode()
+
+
+@pytest.mark.django_db
+def test_room_page_for_a_logged_in_user_shows_the_chat_and_its_view(
+    client: Client, django_user_model: type[AbstractUser]
+) -> None:
+    Room.objects.create(name="tea")
+    client.force_login(django_user_model.objects.create_user("grace"))
+    html = client.get("/chat/tea/").content.decode()
+    assert 'data-user="grace"' in html
+    assert '<script type="module" src="/static/js/chat.js"></script>' in html
+    assert 'id="chat-status" class="status" data-state="connecting"' in html
+    assert "<code>apps.chat.views.socket</code>" in html
+    assert "@require_websocket" in html
+    assert 'name="nickname"' not in client.get("/chat/").content.decode()
+
+
+# Server processes: a restart, and two processes sharing Redis.
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every migration applied, made once per session."""
+    path = tmp_path_factory.mktemp("chat") / "template.sqlite3"
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{path}"},
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT * 6,
+    )
+    return path
+
+
+@pytest.fixture
+def runserver(
+    migrated_database: Path, tmp_path: Path
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``manage.py runserver --noreload`` on a port, all of them on one
+    copy of the migrated database; every process is stopped by its PID."""
+    database = tmp_path / "db.sqlite3"
+    shutil.copy(migrated_database, database)
+    started: list[ServerProcess] = []
+
+    def start(port: int | None = None, **env: str) -> ServerProcess:
+        port = port or free_port()
+        args = [sys.executable, "manage.py", "runserver", "--noreload"]
+        server = ServerProcess(
+            [*args, f"127.0.0.1:{port}"],
+            port,
+            {"DATABASE_URL": f"sqlite:///{database}", **env},
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_after_resumes_exactly_across_a_server_restart(
+    runserver: Callable[..., ServerProcess],
+) -> None:
+    server = runserver()
+    with join(server.url, "lobby", "ada") as ada:
+        history(ada)
+        seen = [say(ada, f"before {n}")["id"] for n in range(2)]
+        missed = [say(ada, "posted before the restart")["id"]]
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+    server = runserver(server.port)
+    with join(server.url, "lobby", "ada") as ada:
+        history(ada)
+        missed.append(say(ada, "posted after the restart")["id"])
+        with join(server.url, "lobby", "bob", after=seen[-1]) as bob:
+            assert [event["id"] for event in history(bob)] == missed
+            live = say(ada, "live")
+            assert messages(receive_until(bob, lambda e: e.get("text") == "live")) == [
+                live
+            ]
+    assert seen + missed == sorted(set(seen + missed))
+
+
+def http_get(server: ServerProcess, path: str) -> str:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return str(response.read().decode())
+
+
+def wait_for_count(server: ServerProcess, count: int) -> None:
+    """Wait until /chat/ shows *count* people in the lobby, which with Redis
+    means that every process has (re)connected and (re)stored its presence."""
+    deadline = time.monotonic() + TIMEOUT * 2
+    expected = f'data-count="{count}"'
+    while expected not in http_get(server, "/chat/"):
+        assert time.monotonic() < deadline, f"the lobby never showed {expected}"
+        time.sleep(0.1)
+
+
+def test_two_server_processes_share_rooms_and_presence_through_redis(
+    runserver: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    """Then Redis is killed and restarted: nothing crashes, delivery resumes,
+    and the message posted meanwhile is stored."""
+    one = runserver(REDIS_URL=redis_server.url)
+    two = runserver(REDIS_URL=redis_server.url)
+    with join(one.url, "lobby", "ada") as ada:
+        history(ada)
+        receive_until(ada, presence_is(["ada"]))
+        with join(two.url, "lobby", "bob") as bob:
+            history(bob)
+            receive_until(ada, presence_is(["ada", "bob"]))
+            receive_until(bob, presence_is(["ada", "bob"]))
+            assert say(ada, "hello from one") == next_of(bob, "message")
+            assert say(bob, "hello from two") == next_of(ada, "message")
+
+            redis_server.stop()
+            ada.send(json.dumps({"type": "message", "text": "while redis is down"}))
+            unsent = next_of(ada, "message")
+            assert unsent["text"] == "while redis is down"
+            assert next_of(ada, "error")["message"] == (
+                f"message {unsent['id']} is saved, but the room cannot be reached "
+                "right now: the others will see it when they reconnect"
+            )
+
+            redis_server.start()
+            wait_for_count(one, 2)
+            wait_for_count(two, 2)
+            # The next message bob gets: the outage's message was never live.
+            assert say(ada, "redis is back") == next_of(bob, "message")
+        receive_until(ada, presence_is(["ada"]))
+
+    with join(two.url, "lobby", "cy", after=0) as cy:
+        assert [event["text"] for event in history(cy)] == [
+            "hello from one",
+            "hello from two",
+            "while redis is down",
+            "redis is back",
+        ]
+    assert one.process.poll() is None and two.process.poll() is None
