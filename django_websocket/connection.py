@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from django.db import connections
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -126,6 +127,7 @@ class WebSocket:
             TimeoutError: If *timeout* seconds pass without a message.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        released = False
         while True:
             with self._lock:
                 if self._messages:
@@ -138,6 +140,9 @@ class WebSocket:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} seconds")
+                if not released:
+                    _release_database_connections()
+                    released = True
                 readable = self._readable(remaining)
             finally:
                 with self._lock:
@@ -544,6 +549,16 @@ class WebSocket:
                 self._finish_callbacks.append(callback)
                 return
         callback(self)
+
+
+def _release_database_connections() -> None:
+    """Before blocking, let Django close this thread's database connections
+    as it does between requests (``CONN_MAX_AGE`` applies), so that thousands
+    of idle sockets do not hold thousands of database connections. Never
+    inside a transaction."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 def _new_selector() -> selectors.BaseSelector:

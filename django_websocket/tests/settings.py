@@ -24,7 +24,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DJANGO_WEBSOCKET_TESTS_DB", ":memory:"),
+    }
+}
 if os.environ.get("REDIS_URL"):
     WEBSOCKET_GROUPS = {
         "BACKEND": "django_websocket.groups.redis.RedisBackend",

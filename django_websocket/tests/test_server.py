@@ -142,3 +142,13 @@ def test_system_check_warns_when_staticfiles_runserver_shadows_ours(
         timeout=TIMEOUT * 4,
     )
     assert ("django_websocket.W001" in result.stderr + result.stdout) is warned
+
+
+def test_waiting_releases_the_views_database_connection(server_process, tmp_path):
+    """Like Django between requests: with CONN_MAX_AGE = 0, an idle socket
+    holds no database connection."""
+    env = {"DJANGO_WEBSOCKET_TESTS_DB": str(tmp_path / "db.sqlite3")}
+    process = server_process("runserver", "--noreload", env=env)
+    with WebSocketClient(process.url, "/database/", timeout=TIMEOUT) as client:
+        assert client.receive() == "open before waiting: True"
+        assert client.receive() == "open after waiting: False"

@@ -18,6 +18,7 @@ urlpatterns = [
     path("json/", views.json_echo),
     path("flood/", views.flood),
     path("ping/", views.pinger),
+    path("database/", views.database_then_wait),
     path("groups/<str:name>/", views.group_member),
     path("groups/<str:name>/listen/", views.group_listener),
     path("groups/<str:name>/as/<str:identity>/", views.presence_member),

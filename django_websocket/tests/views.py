@@ -6,6 +6,7 @@ import contextlib
 import queue
 import threading
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from django_websocket import (
@@ -185,4 +186,17 @@ def pinger(request: WebSocketRequest) -> None:
     with contextlib.suppress(TimeoutError):
         request.websocket.wait(timeout=2)  # reading takes the pong in
     request.websocket.send("pong received" if pong.is_set() else "no pong")
+    request.websocket.wait()
+
+
+@require_websocket
+def database_then_wait(request: WebSocketRequest) -> None:
+    """Uses the database, waits, and reports whether the connection is
+    still open."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    request.websocket.send(f"open before waiting: {connection.connection is not None}")
+    with contextlib.suppress(TimeoutError):
+        request.websocket.wait(timeout=0.1)
+    request.websocket.send(f"open after waiting: {connection.connection is not None}")
     request.websocket.wait()
