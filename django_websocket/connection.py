@@ -218,6 +218,31 @@ class WebSocket:
             if threading.get_ident() == self._owner:
                 self._wait_for_backlog()
 
+    def send_shared(self, message: Message, cache: dict[str, bytes]) -> None:
+        """``send()`` for a message that goes to many connections (groups).
+
+        Connections without extensions send identical bytes, so the frame is
+        serialized once, into *cache*, and reused; a connection that
+        negotiated compression frames the message itself.
+        """
+        if self._protocol.extensions:
+            self.send(message)
+            return
+        frame = cache.get("frame")
+        if frame is None:
+            if isinstance(message, str):
+                opcode, data = Opcode.TEXT, message.encode()
+            else:
+                opcode, data = Opcode.BINARY, bytes(message)
+            frame = cache["frame"] = Frame(opcode, data).serialize(
+                mask=False, extensions=[]
+            )
+        with self._lock:
+            self._check_open()
+            self._outbox.append(frame)
+            self._outbox_size += len(frame)
+            self._flush()
+
     def send_json(self, value: Any) -> None:
         """Send *value* encoded as JSON in a text message."""
         self.send(json.dumps(value, separators=(",", ":"), ensure_ascii=False))

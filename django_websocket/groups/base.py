@@ -104,9 +104,10 @@ class BaseBackend:
             skipped; slow ones are dropped by their own backlog rule.
         """
         delivered = 0
+        cache: dict[str, bytes] = {}  # the frame, serialized once for all
         for websocket in self.local_members(group):
             try:
-                websocket.send(message)
+                websocket.send_shared(message, cache)
             except ConnectionClosed:
                 continue
             delivered += 1
