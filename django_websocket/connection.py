@@ -13,11 +13,10 @@ Sans-I/O ``websockets.server.ServerProtocol``; this module owns the socket.
 from __future__ import annotations
 
 import codecs
-import collections
 import contextlib
 import json
 import os
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -80,11 +79,13 @@ class WebSocket:
         self._lock = threading.Lock()
         # Signalled (under _lock) when the outbound buffer shrinks or the
         # connection closes; the owner thread waits on it for flow control.
-        self._drained = threading.Condition(self._lock)
-        # Complete incoming messages not yet returned to the view.
-        self._messages: collections.deque[Message] = collections.deque()
+        # Created on first use: most connections never need it.
+        self._drained: threading.Condition | None = None
+        # Complete incoming messages not yet returned to the view. Lists, not
+        # deques: they are short, and a deque costs 600 bytes even empty.
+        self._messages: list[Message] = []
         # Outbound bytes the kernel did not accept yet, oldest first.
-        self._outbox: collections.deque[bytes | memoryview] = collections.deque()
+        self._outbox: list[bytes | memoryview] = []
         self._outbox_size = 0
         self._eof_pending = False
         # Reassembly of a fragmented message.
@@ -106,8 +107,10 @@ class WebSocket:
         # it to drop their membership).
         self._finish_callbacks: list[Callable[[WebSocket], object]] = []
         self._owner = threading.get_ident()
-        self._selector = _new_selector()
-        self._selector.register(sock, selectors.EVENT_READ)
+        # poll() rather than a selectors object: no file descriptor and a
+        # fraction of the memory; gevent's patched poll() under gevent.
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         self._hub = get_hub()
         self._hub.add(self)
         if ping_interval:
@@ -131,7 +134,7 @@ class WebSocket:
         while True:
             with self._lock:
                 if self._messages:
-                    return self._messages.popleft()
+                    return self._messages.pop(0)
                 if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
@@ -160,7 +163,7 @@ class WebSocket:
         with self._lock:
             if not self._messages:
                 self._pump()
-            return self._messages.popleft() if self._messages else None
+            return self._messages.pop(0) if self._messages else None
 
     def has_messages(self) -> bool:
         """Tell, without blocking, whether ``read()`` would return a message."""
@@ -317,7 +320,7 @@ class WebSocket:
     def _readable(self, timeout: float | None) -> bool:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
-        return bool(self._selector.select(timeout))
+        return bool(self._poller.poll(None if timeout is None else timeout * 1000))
 
     def start(self, response: bytes, buffered: bytes) -> None:
         """Send the handshake *response*, then process the bytes the server
@@ -347,7 +350,7 @@ class WebSocket:
                 self._handle_frames()
             else:
                 self._protocol.receive_eof()
-                self._drained.notify_all()
+                self._notify_drained()
             self._flush()
             if len(data) < _RECV_SIZE:
                 break
@@ -447,10 +450,10 @@ class WebSocket:
             self._outbox_size -= sent
             if sent < len(chunk):
                 self._outbox[0] = memoryview(chunk)[sent:]
-                self._drained.notify_all()
+                self._notify_drained()
                 return
-            self._outbox.popleft()
-        self._drained.notify_all()
+            self._outbox.pop(0)
+        self._notify_drained()
         if self._eof_pending:
             self._eof_pending = False
             self._shutdown(socket.SHUT_WR)
@@ -460,10 +463,19 @@ class WebSocket:
         the limit, as long as the client keeps reading."""
         while self._outbox_size > self._max_send_backlog and not self._finished:
             before = self._outbox_size
-            self._drained.wait(self._ping_timeout or self._close_timeout)
+            self._drained_condition().wait(self._ping_timeout or self._close_timeout)
             if self._outbox_size >= before:
                 self._drop_slow_client()
                 self._check_open()
+
+    def _drained_condition(self) -> threading.Condition:
+        if self._drained is None:
+            self._drained = threading.Condition(self._lock)
+        return self._drained
+
+    def _notify_drained(self) -> None:
+        if self._drained is not None:
+            self._drained.notify_all()
 
     def _drop_slow_client(self) -> None:
         # The close frame cannot overtake the bytes the kernel already holds,
@@ -478,7 +490,7 @@ class WebSocket:
         self._shutdown(socket.SHUT_RDWR)
         self._protocol.receive_eof()
         self._protocol.data_to_send()
-        self._drained.notify_all()
+        self._notify_drained()
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):
@@ -552,17 +564,18 @@ class WebSocket:
                 self._messages.clear()
         with self._lock:
             while self._outbox and time.monotonic() < deadline:
-                self._drained.wait(deadline - time.monotonic())
+                self._drained_condition().wait(deadline - time.monotonic())
             self._finished = True
             for timer in (self._ping_timer, self._close_timer):
                 if timer is not None:
                     timer.cancel()
             if self._protocol.state is not State.CLOSED:
                 self._protocol.receive_eof()
-            self._drained.notify_all()
+            self._notify_drained()
         self._hub.remove(self)
         self._shutdown(socket.SHUT_RDWR)
-        self._selector.close()
+        with contextlib.suppress(KeyError, ValueError):
+            self._poller.unregister(self.socket)
         callbacks, self._finish_callbacks = self._finish_callbacks, []
         for callback in callbacks:
             callback(self)
@@ -584,11 +597,3 @@ def _release_database_connections() -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
-
-
-def _new_selector() -> selectors.BaseSelector:
-    # poll() needs no file descriptor of its own, unlike epoll: one selector
-    # per connection then costs no extra fd.
-    if hasattr(selectors, "PollSelector"):
-        return selectors.PollSelector()
-    return selectors.DefaultSelector()
