@@ -34,8 +34,8 @@ lint: $(STAMP) types ## Formatting, lint rules, types, Django checks, spelling
 	$(PYTHON) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/codespell $(SOURCES) templates static README.md
 
-types: $(STAMP) ## mypy --strict on the library
-	$(PYTHON) -m mypy django_websocket
+types: $(STAMP) ## mypy --strict on the library, the apps and the settings
+	$(PYTHON) -m mypy django_websocket apps config
 
 fmt: $(STAMP) ## Format and autofix with ruff
 	$(PYTHON) -m ruff format .

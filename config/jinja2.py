@@ -26,9 +26,8 @@ def view_source(view: str | Callable[..., Any]) -> str:
     The source of a decorated view includes its decorators; templates print
     it autoescaped, so the page shows exactly the code that runs.
     """
-    if isinstance(view, str):
-        view = import_string(view)
-    return inspect.getsource(view)
+    function = import_string(view) if isinstance(view, str) else view
+    return inspect.getsource(function)
 
 
 def view_name(view: str | Callable[..., Any]) -> str:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import wraps
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, overload
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.log import log_response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -37,7 +37,11 @@ __all__ = ["accept_websocket", "require_websocket"]
 
 logger = logging.getLogger("django_websocket")
 
-View = TypeVar("View", bound=Callable[..., Any])
+P = ParamSpec("P")
+# What the decorators take, and what they give back: a view Django's URL
+# resolver accepts (it answers with a response), whatever the view returns.
+View = Callable[P, object]
+DjangoView = Callable[P, HttpResponseBase]
 
 # Decorator keyword argument -> setting it overrides.
 _OPTIONS = {
@@ -54,9 +58,9 @@ _OPTIONS = {
 
 
 @overload
-def require_websocket(view: View, /) -> View: ...
+def require_websocket(view: View[P], /) -> DjangoView[P]: ...
 @overload
-def require_websocket(**options: Any) -> Callable[[View], View]: ...
+def require_websocket(**options: Any) -> Callable[[View[P]], DjangoView[P]]: ...
 def require_websocket(view: Any = None, /, **options: Any) -> Any:
     """Serve *view* over WebSocket only; any other request gets a 400.
 
@@ -68,9 +72,9 @@ def require_websocket(view: Any = None, /, **options: Any) -> Any:
 
 
 @overload
-def accept_websocket(view: View, /) -> View: ...
+def accept_websocket(view: View[P], /) -> DjangoView[P]: ...
 @overload
-def accept_websocket(**options: Any) -> Callable[[View], View]: ...
+def accept_websocket(**options: Any) -> Callable[[View[P]], DjangoView[P]]: ...
 def accept_websocket(view: Any = None, /, **options: Any) -> Any:
     """Serve *view* over WebSocket and plain HTTP alike.
 
