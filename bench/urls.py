@@ -1,9 +1,11 @@
 from django.urls import path
 
 from apps.echo import views as echo
+from apps.livesearch import views as livesearch
 from bench import views
 
 urlpatterns = [
     path("echo/ws/", echo.socket),
     path("broadcast/ws/", views.broadcast),
+    path("livesearch/ws/", livesearch.socket),
 ]

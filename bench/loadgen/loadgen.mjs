@@ -9,6 +9,8 @@
 //   connect    open N connections (at most `inflight` handshakes at a time),
 //              hold them `hold` seconds, then send one message on every one at
 //              once ("burst") and count the echoes for `burstWindow` seconds.
+//   subscribe  N live search subscribers to one query for `seconds`; counts
+//              the result pushes (bench/run.py counts the upstream requests).
 //   broadcast  M members of one group; member 0 sends 64-byte messages at
 //              `rate`/s for `seconds`; delivery latency from send to receipt
 //              over all members, and delivered / expected.
@@ -199,7 +201,25 @@ async function broadcast({ url, members, rate, seconds, warmup }) {
   };
 }
 
-const scenarios = { echo, connect, broadcast };
+async function subscribe({ url, connections, query, source, seconds }) {
+  const { sockets, failures } = await openMany(url, connections, 100);
+  let results = 0;
+  let errors = 0;
+  for (const ws of sockets) {
+    ws.on("message", (data) => {
+      const type = JSON.parse(String(data)).type;
+      if (type === "results") results += 1;
+      else if (type === "error") errors += 1;
+    });
+    ws.send(JSON.stringify({ type: "search", query, source }));
+  }
+  await sleep(seconds * 1000);
+  closeAll(sockets);
+  return { subscribers: sockets.length, failed_handshakes: failures, seconds,
+           result_pushes: results, error_pushes: errors };
+}
+
+const scenarios = { echo, connect, broadcast, subscribe };
 const result = await scenarios[options.scenario](options);
 process.stdout.write(JSON.stringify(result) + "\n");
 process.exit(0);
