@@ -99,7 +99,7 @@ def _decorate(view: Any, options: dict[str, Any], *, required: bool) -> Any:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         if not is_upgrade_request(request):
             request.websocket = None  # type: ignore[attr-defined]
-            request.is_websocket = lambda: False  # type: ignore[attr-defined]
+            request.is_websocket = _false  # type: ignore[attr-defined]
             if required:
                 return _refuse(
                     request,
@@ -132,32 +132,12 @@ def _serve(
     kwargs: dict[str, Any],
 ) -> HttpResponse:
     try:
-        handshake = perform_handshake(
-            request,
-            subprotocols=options["subprotocols"],
-            allowed_origins=options["allowed_origins"],
-            require_origin=options["require_origin"],
-            compression=options["compression"],
-        )
-        transport = take_over(request)
+        websocket, response_class = _open(request, options)
     except HandshakeError as error:
         return _refuse(request, error)
-
-    protocol = ServerProtocol(state=State.OPEN, max_size=options["max_message_size"])
-    protocol.extensions = handshake.extensions
-    websocket = WebSocket(
-        transport.socket,
-        protocol,
-        path=request.path,
-        subprotocol=handshake.subprotocol,
-        ping_interval=options["ping_interval"],
-        ping_timeout=options["ping_timeout"],
-        close_timeout=options["close_timeout"],
-        max_send_backlog=options["max_send_backlog"],
-    )
-    websocket.start(handshake.response, transport.buffered)
+    del options  # an open connection keeps only what it uses
     request.websocket = websocket  # type: ignore[attr-defined]
-    request.is_websocket = lambda: True  # type: ignore[attr-defined]
+    request.is_websocket = _true  # type: ignore[attr-defined]
     code, reason = CloseCode.NORMAL_CLOSURE, ""
     try:
         view(request, *args, **kwargs)
@@ -171,7 +151,44 @@ def _serve(
         code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
     finally:
         websocket.finish(code, reason)
-    return transport.response
+    return response_class()
+
+
+def _open(
+    request: HttpRequest, options: dict[str, Any]
+) -> tuple[WebSocket, type[HttpResponse]]:
+    """Complete the handshake and take the socket over; return the open
+    connection and the response class for when the view is done."""
+    handshake = perform_handshake(
+        request,
+        subprotocols=options["subprotocols"],
+        allowed_origins=options["allowed_origins"],
+        require_origin=options["require_origin"],
+        compression=options["compression"],
+    )
+    transport = take_over(request)
+    protocol = ServerProtocol(state=State.OPEN, max_size=options["max_message_size"])
+    protocol.extensions = handshake.extensions
+    websocket = WebSocket(
+        transport.socket,
+        protocol,
+        path=request.path,
+        subprotocol=handshake.subprotocol,
+        ping_interval=options["ping_interval"],
+        ping_timeout=options["ping_timeout"],
+        close_timeout=options["close_timeout"],
+        max_send_backlog=options["max_send_backlog"],
+    )
+    websocket.start(handshake.response, transport.buffered)
+    return websocket, transport.response_class
+
+
+def _true() -> bool:
+    return True
+
+
+def _false() -> bool:
+    return False
 
 
 def _refuse(request: HttpRequest, error: HandshakeError) -> HttpResponse:

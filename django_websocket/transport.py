@@ -59,7 +59,9 @@ class Transport:
 
     socket: socket.socket
     buffered: bytes
-    response: HttpResponse
+    # What the view returns once the socket is done with; instantiated only
+    # then, so an open connection does not hold a response object.
+    response_class: type[HttpResponse]
 
 
 def take_over(request: HttpRequest) -> Transport:
@@ -75,11 +77,11 @@ def take_over(request: HttpRequest) -> Transport:
         sock = environ[SOCKET_KEY]
         buffered = environ[TAKE_BUFFERED_KEY]()
         environ[UPGRADED_KEY] = True
-        response: HttpResponse = _UpgradedResponse()
+        response_class: type[HttpResponse] = _UpgradedResponse
     elif "gunicorn.socket" in environ:
         sock = environ["gunicorn.socket"]
         buffered = _gunicorn_buffered(environ)
-        response = _GunicornUpgradeResponse()
+        response_class = _GunicornUpgradeResponse
     else:
         raise HandshakeError(
             501,
@@ -87,7 +89,7 @@ def take_over(request: HttpRequest) -> Transport:
             "django_websocket's runserver or gunicorn (gthread or gevent)",
         )
     sock.setblocking(False)
-    return Transport(socket=sock, buffered=buffered, response=response)
+    return Transport(socket=sock, buffered=buffered, response_class=response_class)
 
 
 def _gunicorn_buffered(environ: dict[str, Any]) -> bytes:
