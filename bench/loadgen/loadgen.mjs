@@ -70,6 +70,9 @@ async function openMany(url, count, inflight) {
     }
   }
   await Promise.all(Array.from({ length: Math.min(inflight, count) }, worker));
+  if (count > 0 && sockets.length === 0) {
+    throw new Error(`no connection opened: ${failures} handshakes failed at ${url}`);
+  }
   return { sockets, failures };
 }
 
