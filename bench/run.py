@@ -253,13 +253,22 @@ class Running:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                break
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group *pgid* still runs (zombies waiting for
+    init to reap them hold no port)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _cmdline(pid: int) -> str:
