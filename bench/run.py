@@ -624,6 +624,16 @@ HEADERS = {
 }
 
 
+def _answered(r: dict[str, Any]) -> str:
+    burst = f"{r['answered_burst']}/{r['alive_after_hold']}"
+    return f"{burst} in {_fmt(r['burst_seconds'], 2)} s"
+
+
+def _kib_per_connection(r: dict[str, Any]) -> float:
+    grown = float(r["server_peak_rss_mib"]) - float(r["server_base_rss_mib"])
+    return 1024 * grown / max(1, int(r["opened"]))
+
+
 def _runs(r: dict[str, object]) -> str:
     """The three runs behind a median, smallest first."""
     runs = r.get("runs_messages_per_s")
@@ -641,14 +651,11 @@ def _cells(kind: str, r: dict[str, object]) -> list[str]:
             f"{_fmt(r.get('loadgen_cpu_pct'))}%",
         ]
     if kind == "hold":
-        grown = float(r["server_peak_rss_mib"]) - float(r["server_base_rss_mib"])  # type: ignore[arg-type]
-        per_connection = 1024 * grown / max(1, int(r["opened"]))  # type: ignore[call-overload]
-        burst = f"{r['answered_burst']}/{r['alive_after_hold']}"
         return [
             _fmt(r["handshakes_per_s"]),
             f"{r['opened']}/{r['connections']}",
-            f"{burst} in {_fmt(r['burst_seconds'], 2)} s",
-            _fmt(per_connection),
+            _answered(r),
+            _fmt(_kib_per_connection(r)),
             _fmt(r["server_peak_threads"]),
         ]
     if kind == "broadcast":
@@ -674,7 +681,7 @@ def markdown(results: dict[str, object]) -> str:
     titles: list[str] = []
     for figures in by_server.values():
         titles += [t for t in figures if t not in titles]
-    lines = [f"Machine: {results['machine']}", ""]
+    lines = [f"Machine: {results['machine']}", "", *summary(by_server), ""]
     for title in titles:
         kind = title.split()[0]
         header = ["server", *HEADERS[kind]]
@@ -691,6 +698,34 @@ def markdown(results: dict[str, object]) -> str:
                 lines.append("| " + " | ".join([label, *cells]) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def summary(by_server: dict[str, Any]) -> list[str]:
+    """One row per server with the figures the goals are set on."""
+    lines = [
+        "### Summary",
+        "",
+        "| server | echo 32 B C=100 msgs/s | 5,000 held: answered the burst"
+        " | KiB/conn | broadcast 1,000 @10/s: delivered, p99"
+        " | max broadcast rate to 1,000 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, figures in by_server.items():
+        echo = figures.get(ECHO_HEADLINE, {})
+        hold = figures.get("hold 5000", {})
+        cast = figures.get("broadcast 1000 @10/s", {})
+        top = figures.get("max broadcast rate 1000", {})
+        cells = [
+            _fmt(echo.get("messages_per_s")),
+            _answered(hold) if "answered_burst" in hold else "–",
+            _fmt(_kib_per_connection(hold)) if "answered_burst" in hold else "–",
+            f"{_fmt(100 * cast['delivered_ratio'])}%, {_fmt(cast['p99_ms'])} ms"
+            if cast.get("delivered_ratio") is not None
+            else "–",
+            f"{top['max_rate']}/s" if top.get("max_rate") else "none sustainable",
+        ]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return lines
 
 
 def chart(results: dict[str, object]) -> None:
