@@ -33,7 +33,7 @@ def main(source: str, target: str) -> None:
         p99 = [servers[s].get(bcast_key, {}).get("p99_ms") or 0 for s in labels]
         bcast_ax.barh(labels, p99, color="#d8803b")
         bcast_ax.set_xscale("log")
-        bcast_ax.set_title(f"{bcast_key}: p99 delivery latency (ms, log)")
+        bcast_ax.set_title(f"{bcast_key}\np99 delivery latency, ms (log scale)")
     fig.tight_layout()
     fig.savefig(target, dpi=110)
 
