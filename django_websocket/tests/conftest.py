@@ -149,6 +149,11 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
         self.wait()
 
+    def final_output(self) -> str:
+        """Stop the server and return all it printed (for failure messages)."""
+        self.stop()
+        return f"server output:\n{self.output}"
+
 
 @pytest.fixture
 def server_process() -> Iterator[Callable[..., ServerProcess]]:

@@ -75,7 +75,11 @@ def test_shutdown_closes_open_websockets_with_1001(server_process, server, signu
         assert client.receive() == "hello"
         started = time.monotonic()
         process.signal(signum)
-        assert client.expect_close(timeout=TIMEOUT) == CloseCode.GOING_AWAY
+        try:
+            code = client.expect_close(timeout=TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"no close within {TIMEOUT} s; {process.final_output()}")
+        assert code == CloseCode.GOING_AWAY, process.final_output()
         assert time.monotonic() - started < 1.5
         assert client.close_reason == "server shutting down"
     process.wait(TIMEOUT * 2)
