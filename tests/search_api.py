@@ -9,6 +9,7 @@ so each poll adds one on top. ``fail()`` makes the next requests fail (500,
 slow, malformed JSON, 429 with ``Retry-After``); every request is recorded.
 """
 
+import copy
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
 from apps.livesearch import pusher
+from apps.livesearch.conf import DEFAULTS
 
 # The query parameter of each API, by the path it serves.
 ENDPOINTS = {
@@ -104,40 +106,14 @@ class SearchApi:
         return len(self.requests(query))
 
     def sources(self, *, timeout: float) -> dict[str, Any]:
-        """A ``LIVESEARCH_SOURCES`` setting pointing the sources here."""
-        options = {"timeout": timeout}
-        return {
-            "local": {
-                "BACKEND": "apps.livesearch.sources.LocalSource",
-                "LABEL": "This site (chat messages)",
-                "OPTIONS": {
-                    "models": {
-                        "chat.Message": {
-                            "fields": ["text", "author"],
-                            "title": "{obj.author} in #{obj.room}",
-                            "url_name": "chat:room",
-                            "url_args": ["{obj.room.name}"],
-                            "published": "created_at",
-                        },
-                    },
-                },
-            },
-            "hn": {
-                "BACKEND": "apps.livesearch.sources.HackerNewsSource",
-                "LABEL": "Hacker News",
-                "OPTIONS": {"url": f"{self.url}/hn", **options},
-            },
-            "wikipedia": {
-                "BACKEND": "apps.livesearch.sources.WikipediaSource",
-                "LABEL": "Wikipedia",
-                "OPTIONS": {"url": f"{self.url}/wikipedia", **options},
-            },
-            "searxng": {
-                "BACKEND": "apps.livesearch.sources.SearxngSource",
-                "LABEL": "SearXNG",
-                "OPTIONS": {"url": f"{self.url}/searxng", **options},
-            },
-        }
+        """The default ``LIVESEARCH_SOURCES``, the remote ones pointed here
+        (and labelled without the real service's location)."""
+        sources = copy.deepcopy(DEFAULTS["LIVESEARCH_SOURCES"])
+        for name, source in sources.items():
+            if "url" in source["OPTIONS"]:
+                source["OPTIONS"].update(url=f"{self.url}/{name}", timeout=timeout)
+                source["LABEL"] = source["LABEL"].split(" (")[0]
+        return sources
 
     # Called from handler threads.
 
