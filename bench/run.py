@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -478,31 +479,42 @@ def run_server(
         figures[title] = run_scenario(server, port, api, title, options)
     if not prefixes or "max" in prefixes:
         members = 100 if quick else 1000
-        title = f"max broadcast rate {members}"
-        began = time.monotonic()
-        running = Running(server, port)
-        try:
-            figures[title] = max_broadcast_rate(running, members, quick)
-        except RuntimeError as error:
-            figures[title] = {"error": str(error)[-300:]}
-        finally:
-            running.stop()
-        took = time.monotonic() - began
-        print(f"   {title} ({took:.0f} s): {figures[title]}", flush=True)
+        figures[f"max broadcast rate {members}"] = on_fresh_process(
+            server,
+            port,
+            f"max broadcast rate {members}",
+            lambda running: max_broadcast_rate(running, members, quick),
+        )
     return figures
 
 
 def run_scenario(
     server: Server, port: int, api: Any, title: str, options: dict[str, object]
 ) -> dict[str, object]:
-    """One scenario against a fresh process of *server*."""
-    began = time.monotonic()
-    running = Running(server, port)
-    try:
+    """One load-generator scenario against a fresh process of *server*."""
+
+    def scenario(running: Running) -> dict[str, object]:
         before = api.count("django")
         result = measure(running, options, timeout=300)
         if title.startswith("livesearch"):
             result["upstream_requests"] = api.count("django") - before
+        return result
+
+    return on_fresh_process(server, port, title, scenario)
+
+
+def on_fresh_process(
+    server: Server,
+    port: int,
+    title: str,
+    work: Callable[[Running], dict[str, object]],
+) -> dict[str, object]:
+    """Start *server*, run *work* against it, stop it; print and return the
+    figures (an error the generator or server reported becomes one)."""
+    began = time.monotonic()
+    running = Running(server, port)
+    try:
+        result = work(running)
     except RuntimeError as error:
         result = {"error": str(error)[-300:]}
     finally:

@@ -108,7 +108,7 @@ class SearchApi:
     def sources(self, *, timeout: float) -> dict[str, Any]:
         """The default ``LIVESEARCH_SOURCES``, the remote ones pointed here
         (and labelled without the real service's location)."""
-        sources = copy.deepcopy(DEFAULTS["LIVESEARCH_SOURCES"])
+        sources: dict[str, Any] = copy.deepcopy(DEFAULTS["LIVESEARCH_SOURCES"])
         for name, source in sources.items():
             if "url" in source["OPTIONS"]:
                 source["OPTIONS"].update(url=f"{self.url}/{name}", timeout=timeout)
