@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SOURCES := apps config deploy django_websocket tests manage.py
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint types fmt bench clean
+.PHONY: help run deps test repeat lint types fmt bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,15 @@ run: $(STAMP) ## Create .venv if missing, install, migrate, serve on 127.0.0.1:8
 	$(PYTHON) manage.py migrate
 	$(PYTHON) manage.py runserver 127.0.0.1:8000
 
-test: lint ## Lint, then run the whole test suite (what CI runs)
+deps: ## Install the Debian packages the tests need (browser, Redis, nginx, PostgreSQL)
+	@bash tests/system-packages.sh
+
+test: deps lint ## Install what is missing, lint, then run the whole suite (what CI runs)
 	PYTHONDEVMODE=1 $(PYTHON) -m pytest
+
+# make repeat TESTS="path::test_name" N=200: one test, N times, to hunt flakes
+repeat: deps $(STAMP) ## Run TESTS N times (default 200) and count the failures
+	PYTHONDEVMODE=1 $(PYTHON) -m pytest -p tests.repeat --repeat $(or $(N),200) -q $(TESTS)
 
 lint: $(STAMP) types ## Formatting, lint rules, types, Django checks, spelling
 	$(PYTHON) -m ruff format --check .

@@ -734,10 +734,18 @@ def summary(by_server: dict[str, Any]) -> list[str]:
             f"{_fmt(100 * cast['delivered_ratio'])}%, {_fmt(cast['p99_ms'])} ms"
             if cast.get("delivered_ratio") is not None
             else "–",
-            f"{top['max_rate']}/s" if top.get("max_rate") else "none sustainable",
+            _max_rate(top),
         ]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return lines
+
+
+def _max_rate(figures: dict[str, Any]) -> str:
+    """A rate found, "none sustainable" if measured without one, "–" if the
+    scenario did not run."""
+    if "max_rate" not in figures:
+        return "–"
+    return f"{figures['max_rate']}/s" if figures["max_rate"] else "none sustainable"
 
 
 def chart(results: dict[str, object]) -> None:

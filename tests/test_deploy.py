@@ -274,7 +274,7 @@ def deployment() -> Iterator[Deployment]:
     sets them up on one host."""
     if PG_BIN is None or not Path(NGINX).exists():
         pytest.fail(
-            "needs Debian's nginx and postgresql packages (.ci/run installs them)"
+            "needs Debian's nginx and postgresql packages (`make deps` installs them)"
         )
     # Each connection is a file descriptor, twice over on loopback; the
     # servers inherit the limit.
