@@ -30,6 +30,13 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_COMPRESSION": True,
     # Bytes queued for a client that reads too slowly before it is dropped.
     "WEBSOCKET_MAX_SEND_BACKLOG": 4 * 1024 * 1024,
+    # Unread messages at which the connection stops reading its socket
+    # until the view reads; None: no limit.
+    "WEBSOCKET_MAX_QUEUE": 16,
+    # Frames one fragmented message may take (empty ones count); None: no limit.
+    "WEBSOCKET_MAX_FRAGMENTS": 1024,
+    # Pings and pongs a client may send per second (bursts of as many).
+    "WEBSOCKET_MAX_CONTROL_RATE": 100.0,
     # Subprotocols a view accepts, in order of preference.
     "WEBSOCKET_SUBPROTOCOLS": [],
     # Groups backend, shaped like CACHES["default"].

@@ -1,20 +1,28 @@
 """``request.websocket``: one open WebSocket connection, used from a view.
 
 The view's thread reads its own socket (``wait()``, ``read()``, iteration);
-any thread may ``send()``. The socket is non-blocking from the handshake on:
-a send writes what the kernel accepts at once and leaves the rest to the hub
-(``hub.py``), so a client that stops reading never blocks the sender. Past
-``WEBSOCKET_MAX_SEND_BACKLOG`` queued bytes the client is dropped with 1008;
-only the connection's own view thread is made to wait instead (flow control).
-Framing, masking, UTF-8 rules, size limits and compression are done by the
-Sans-I/O ``websockets.server.ServerProtocol``; this module owns the socket.
+any thread may ``send()``. Everything a client can make the server hold is
+bounded:
+
+- Inbound (``inbox.py``): each read takes at most 64 KiB from the socket,
+  and reading stops while the view has ``max_queue`` messages unread, so TCP
+  slows the client down.
+- Outbound (``outbox.py``): the socket is non-blocking; past
+  ``max_send_backlog`` queued bytes the client is dropped with 1008, except
+  that the connection's own view thread waits for it instead (flow control).
+
+Calls into the protocol engine (websockets' Sans-I/O ``ServerProtocol``,
+which does framing, masking, UTF-8 rules, size limits and compression) are
+serialized by one lock, held only for a bounded amount of work. A thread
+that finds it taken, a publisher or the hub, never waits: it queues its
+operation and whichever thread holds the lock runs it before letting go.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import json
+import logging
 import os
 import select
 import socket
@@ -22,6 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import connections
@@ -31,19 +40,30 @@ from websockets.server import ServerProtocol
 
 from django_websocket.exceptions import CloseCode, ConnectionClosed
 from django_websocket.hub import TimerHandle, get_hub
+from django_websocket.inbox import Inbox, Message
+from django_websocket.outbox import WOULD_BLOCK, Outbox
 
-__all__ = ["Message", "WebSocket"]
+__all__ = ["Backlog", "Message", "WebSocket"]
 
-Message = str | bytes
+logger = logging.getLogger("django_websocket")
 
-_RECV_SIZE = 256 * 1024
-_WOULD_BLOCK = (
-    BlockingIOError,
-    InterruptedError,
-    ssl.SSLWantReadError,
-    ssl.SSLWantWriteError,
-)
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+# Bytes taken from the socket per read: the unit of work done under the
+# engine lock, after which other threads (and, under gevent, greenlets) run.
+RECV_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a connection holds for its client, in both directions."""
+
+    #: Complete messages the view has not read yet.
+    unread_messages: int
+    #: Their size: bytes, or characters for text.
+    unread_size: int
+    #: Bytes (or characters) of a fragmented message being reassembled.
+    partial_size: int
+    #: Outbound bytes and messages queued but not yet taken by the kernel.
+    outbound_bytes: int
 
 
 class WebSocket:
@@ -65,33 +85,23 @@ class WebSocket:
         ping_timeout: float | None = 20.0,
         close_timeout: float = 5.0,
         max_send_backlog: int = 4 * 1024 * 1024,
+        max_queue: int | None = 16,
     ) -> None:
         self.socket = sock
         self.path = path
         self.subprotocol = subprotocol
+        #: When the connection opened (``time.monotonic()``).
+        self.opened_at = time.monotonic()
         self._protocol = protocol
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        self._max_send_backlog = max_send_backlog
-        # Serializes every call into the protocol engine and every write to
-        # the socket, so frames from concurrent senders never interleave.
+        # Serializes every call into the protocol engine and guards _inbox.
+        # Held for bounded work only; see _engine() and _submit().
         self._lock = threading.Lock()
-        # Signalled (under _lock) when the outbound buffer shrinks or the
-        # connection closes; the owner thread waits on it for flow control.
-        # Created on first use: most connections never need it.
-        self._drained: threading.Condition | None = None
-        # Complete incoming messages not yet returned to the view. Lists, not
-        # deques: they are short, and a deque costs 600 bytes even empty.
-        self._messages: list[Message] = []
-        # Outbound bytes the kernel did not accept yet, oldest first.
-        self._outbox: list[bytes | memoryview] = []
-        self._outbox_size = 0
-        self._eof_pending = False
-        # Reassembly of a fragmented message.
-        self._fragments: list[bytes] = []
-        self._fragments_text = False
-        self._decoder: codecs.IncrementalDecoder | None = None
+        self._inbox = Inbox(max_queue=max_queue)
+        # Has its own lock: writing never waits for the engine.
+        self._outbox = Outbox(sock, max_send_backlog)
         # Keepalive: payload and send time of the ping awaiting its pong.
         self._pings: dict[bytes, threading.Event] = {}
         self._keepalive: tuple[bytes, float] | None = None
@@ -103,6 +113,8 @@ class WebSocket:
         self._local_close: tuple[int, str] | None = None
         self._reading = False
         self._finished = False
+        # Bytes read since this greenlet last yielded (gevent fairness).
+        self._unyielded = 0
         # Called once with this connection when it is released (groups use
         # it to drop their membership).
         self._finish_callbacks: list[Callable[[WebSocket], object]] = []
@@ -126,15 +138,19 @@ class WebSocket:
             The message, or ``None`` once the connection is closed.
 
         Raises:
-            TimeoutError: If *timeout* seconds pass without a message.
+            TimeoutError: If *timeout* seconds pass without a message
+                (``timeout=0`` looks at the socket once).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         released = False
+        self._cooperate()
         while True:
-            with self._lock:
-                if self._messages:
-                    return self._messages.pop(0)
-                if self._protocol.state is State.CLOSED:
+            with self._engine():
+                if deadline is not None and deadline <= time.monotonic():
+                    self._pump()  # a last look before giving up
+                if self._inbox.messages:
+                    return self._inbox.pop()
+                if self._closed_for_good():
                     return None
                 self._reading = True
             readable = False
@@ -147,7 +163,7 @@ class WebSocket:
                     released = True
                 readable = self._readable(remaining)
             finally:
-                with self._lock:
+                with self._engine():
                     self._reading = False
                     if readable:
                         self._pump()
@@ -159,10 +175,10 @@ class WebSocket:
             The message, or ``None`` if none is waiting or the connection is
             closed.
         """
-        with self._lock:
-            if not self._messages:
+        with self._engine():
+            if not self._inbox.messages:
                 self._pump()
-            return self._messages.pop(0) if self._messages else None
+            return self._inbox.pop() if self._inbox.messages else None
 
     def has_messages(self) -> bool:
         """Tell, without blocking, whether ``read()`` would return a message."""
@@ -170,9 +186,9 @@ class WebSocket:
 
     def count_messages(self) -> int:
         """Return how many messages have arrived and not been read yet."""
-        with self._lock:
+        with self._engine():
             self._pump()
-            return len(self._messages)
+            return len(self._inbox.messages)
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages as they arrive; the loop ends when the connection closes."""
@@ -195,8 +211,11 @@ class WebSocket:
     # Sending.
 
     def send(self, message: Message) -> None:
-        """Send a text (``str``) or binary (``bytes``) message. Never blocks
-        another thread; see the module docstring for slow clients.
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Never blocks another thread: from any thread but the view's own, a
+        client that lets ``max_send_backlog`` bytes pile up is dropped with
+        1008; the view's own thread waits for it to read instead.
 
         Raises:
             ConnectionClosed: If the connection is closing or closed.
@@ -210,15 +229,15 @@ class WebSocket:
             raise TypeError(
                 f"message must be str or bytes, not {type(message).__name__}"
             )
-        with self._lock:
-            self._check_open()
-            if text:
-                self._protocol.send_text(data)
-            else:
-                self._protocol.send_binary(data)
-            self._flush()
-            if threading.get_ident() == self._owner:
-                self._wait_for_backlog()
+
+        def frame() -> None:
+            if self._protocol.state is State.OPEN:
+                if text:
+                    self._protocol.send_text(data)
+                else:
+                    self._protocol.send_binary(data)
+
+        self._submit(frame, len(data))
 
     def send_shared(self, message: Message, cache: dict[str, bytes]) -> None:
         """``send()`` for a message that goes to many connections (groups).
@@ -230,20 +249,23 @@ class WebSocket:
         if self._protocol.extensions:
             self.send(message)
             return
-        frame = cache.get("frame")
-        if frame is None:
+        serialized = cache.get("frame")
+        if serialized is None:
             if isinstance(message, str):
                 opcode, data = Opcode.TEXT, message.encode()
             else:
                 opcode, data = Opcode.BINARY, bytes(message)
-            frame = cache["frame"] = Frame(opcode, data).serialize(
+            serialized = cache["frame"] = Frame(opcode, data).serialize(
                 mask=False, extensions=[]
             )
-        with self._lock:
-            self._check_open()
-            self._outbox.append(frame)
-            self._outbox_size += len(frame)
-            self._flush()
+        frame_bytes = serialized
+
+        def frame() -> None:
+            if self._protocol.state is State.OPEN:
+                # Behind whatever the engine has framed so far, in order.
+                self._protocol.writes.append(frame_bytes)
+
+        self._submit(frame, len(frame_bytes))
 
     def send_json(self, value: Any) -> None:
         """Send *value* encoded as JSON in a text message."""
@@ -255,12 +277,14 @@ class WebSocket:
         The pong is taken in while the connection is read (``wait()``,
         ``read()``, iteration), else at the next keepalive tick.
         """
-        with self._lock:
-            self._check_open()
-            data = data or os.urandom(4)
-            event = self._pings.setdefault(data, threading.Event())
-            self._protocol.send_ping(data)
-            self._flush()
+        data = data or os.urandom(4)
+        event = self._pings.setdefault(data, threading.Event())
+
+        def frame() -> None:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_ping(data)
+
+        self._submit(frame, len(data))
         return event
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -269,52 +293,115 @@ class WebSocket:
         Does not wait: the next ``wait()`` returns ``None`` once the client
         has answered (or after ``WEBSOCKET_CLOSE_TIMEOUT``).
         """
-        with self._lock:
+
+        def frame() -> None:
             if self._protocol.state is State.OPEN:
                 self._protocol.send_close(code, reason)
-                self._flush()
+
+        if not self.closed:
+            self._submit(frame, len(reason), check=False)
 
     # State.
 
     @property
     def closed(self) -> bool:
         """``True`` once the connection is closing or closed."""
-        return self._protocol.state is not State.OPEN
+        return self._protocol.state is not State.OPEN or self._outbox.dropped
 
     @property
     def close_code(self) -> int | None:
         """The close code, once closed: the client's, else the server's,
         else 1006 (no close frame); ``None`` while open."""
-        if self._protocol.state is not State.CLOSED:
-            return None
-        if self._local_close is not None:
-            return self._local_close[0]
-        for frame in (self._protocol.close_rcvd, self._protocol.close_sent):
-            if frame is not None:
-                return frame.code
-        return CloseCode.ABNORMAL_CLOSURE
+        info = self._close_info()
+        return None if info is None else info[0]
 
     @property
     def close_reason(self) -> str | None:
         """The close reason matching ``close_code``; ``None`` while open."""
-        if self._protocol.state is not State.CLOSED:
-            return None
-        if self._local_close is not None:
-            return self._local_close[1]
-        for frame in (self._protocol.close_rcvd, self._protocol.close_sent):
-            if frame is not None:
-                return frame.reason
-        return ""
+        info = self._close_info()
+        return None if info is None else info[1]
+
+    @property
+    def backlog(self) -> Backlog:
+        """What this connection holds right now (a snapshot)."""
+        inbox = self._inbox
+        return Backlog(
+            unread_messages=len(inbox.messages),
+            unread_size=inbox.unread_size,
+            partial_size=inbox.partial_size,
+            outbound_bytes=self._outbox.size + self._outbox.pending_size,
+        )
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self._protocol.state.name}>"
 
-    # Internals. Methods named _x assume self._lock is held by the caller.
+    def _close_info(self) -> tuple[int, str] | None:
+        if self._outbox.overflowed:
+            return CloseCode.POLICY_VIOLATION, "send backlog exceeded"
+        if self._protocol.state is not State.CLOSED and not self._outbox.dropped:
+            return None
+        if self._local_close is not None:
+            return self._local_close
+        for frame in (self._protocol.close_rcvd, self._protocol.close_sent):
+            if frame is not None:
+                return frame.code, frame.reason
+        return CloseCode.ABNORMAL_CLOSURE, ""
+
+    # The engine lock. Methods named _x below assume it is held.
+
+    @contextlib.contextmanager
+    def _engine(self) -> Iterator[None]:
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self, *, may_exceed: bool = False) -> None:
+        """Run the operations other threads queued, write the engine's
+        output, and let go of the lock; then look again, since an operation
+        queued after the last look found the lock taken."""
+        while True:
+            try:
+                while (operation := self._outbox.take()) is not None:
+                    operation()
+                self._flush(may_exceed=may_exceed)
+            finally:
+                self._lock.release()
+            if not self._outbox.has_operations() or not self._lock.acquire(
+                blocking=False
+            ):
+                return
+
+    def _submit(
+        self, operation: Callable[[], None], size: int, *, check: bool = True
+    ) -> None:
+        """Queue *operation* (*size* bytes to send) for the engine and run it
+        now if the lock is free. The view's own thread takes the lock and
+        waits for a slow client; any other thread never waits."""
+        if check:
+            self._check_open()
+        owner = threading.get_ident() == self._owner
+        if not self._outbox.submit(operation, size, may_exceed=owner):
+            self._check_open()
+            return
+        if owner:
+            self._lock.acquire()
+            self._release(may_exceed=True)
+            if not self._outbox.wait_below(self._ping_timeout or self._close_timeout):
+                self._check_open()
+        elif self._lock.acquire(blocking=False):
+            self._release()
 
     def _check_open(self) -> None:
-        if self._protocol.state is not State.OPEN:
-            code = self.close_code or CloseCode.ABNORMAL_CLOSURE
-            raise ConnectionClosed(code, self.close_reason or "")
+        if self.closed:
+            info = self._close_info() or (CloseCode.ABNORMAL_CLOSURE, "")
+            raise ConnectionClosed(*info)
+
+    def _closed_for_good(self) -> bool:
+        if self._outbox.dropped and self._protocol.state is not State.CLOSED:
+            self._protocol.receive_eof()
+        return self._protocol.state is State.CLOSED
 
     def _readable(self, timeout: float | None) -> bool:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
@@ -323,88 +410,61 @@ class WebSocket:
             return _gevent_wait_readable(self.socket, timeout)
         return bool(self._poller.poll(None if timeout is None else timeout * 1000))
 
+    def _cooperate(self) -> None:
+        """Under gevent, let other greenlets run after every RECV_SIZE bytes
+        read, so that a flooding client cannot hold the worker."""
+        if self._unyielded >= RECV_SIZE and self._poller is None:
+            self._unyielded = 0
+            _gevent_yield()
+
     def start(self, response: bytes, buffered: bytes) -> None:
         """Send the handshake *response*, then process the bytes the server
         had already read past the request headers."""
-        with self._lock:
-            self._outbox.append(response)
-            self._outbox_size += len(response)
+        with self._engine():
+            if self._outbox.put([response]):
+                self._hub.want_write(self)
             if buffered:
                 self._protocol.receive_data(buffered)
                 self._handle_frames()
-            self._flush()
 
-    def _pump(self) -> bool:
-        """Read what the socket holds, without blocking. Returns True if
-        anything was read or the connection ended."""
-        progress = False
-        while self._protocol.state is not State.CLOSED:
-            try:
-                data = self.socket.recv(_RECV_SIZE)
-            except _WOULD_BLOCK:
-                break
-            except OSError:
-                data = b""
-            progress = True
-            if data:
-                self._protocol.receive_data(data)
-                self._handle_frames()
-            else:
-                self._protocol.receive_eof()
-                self._notify_drained()
-            self._flush()
-            if len(data) < _RECV_SIZE:
-                break
-        return progress
+    def _pump(self) -> None:
+        """Take in at most RECV_SIZE bytes, without blocking; nothing while
+        the view has max_queue messages unread, unless closing."""
+        if self._closed_for_good():
+            return
+        inbox = self._inbox
+        if inbox.full and self._protocol.state is State.OPEN:
+            return
+        inbox.discarding = self._finished or (
+            inbox.full and self._protocol.state is not State.OPEN
+        )
+        try:
+            data = self.socket.recv(RECV_SIZE)
+        except WOULD_BLOCK:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._unyielded += len(data)
+            self._protocol.receive_data(data)
+            self._handle_frames()
+        else:
+            self._protocol.receive_eof()
+            self._outbox.notify()
 
     def _handle_frames(self) -> None:
+        failed = False
         for event in self._protocol.events_received():
             frame = cast(Frame, event)  # after the handshake, only frames
-            opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                if frame.fin:
-                    self._complete(frame, opcode is Opcode.TEXT)
-                else:
-                    self._fragments_text = opcode is Opcode.TEXT
-                    self._decoder = _utf8_decoder() if self._fragments_text else None
-                    self._fragment(frame)
-            elif opcode is Opcode.CONT:
-                self._fragment(frame)
-            elif opcode is Opcode.PONG:
+            if frame.opcode is Opcode.PONG:
                 self._on_pong(bytes(frame.data))
-            if self._protocol.state is not State.OPEN and opcode is not Opcode.CLOSE:
-                return
-
-    def _complete(self, frame: Frame, text: bool) -> None:
-        if not text:
-            self._messages.append(bytes(frame.data))
-            return
-        try:
-            self._messages.append(bytes(frame.data).decode())
-        except UnicodeDecodeError:
-            self._invalid_utf8()
-
-    def _fragment(self, frame: Frame) -> None:
-        data = bytes(frame.data)
-        if self._decoder is not None:
-            # Fail as soon as a fragment cannot be valid UTF-8 (RFC 6455
-            # section 8.1) rather than buffering the whole message first.
-            try:
-                self._decoder.decode(data, final=frame.fin)
-            except UnicodeDecodeError:
-                self._invalid_utf8()
-                return
-        self._fragments.append(data)
-        if frame.fin:
-            joined = b"".join(self._fragments)
-            self._fragments = []
-            self._decoder = None
-            self._messages.append(joined.decode() if self._fragments_text else joined)
-
-    def _invalid_utf8(self) -> None:
-        self._fragments = []
-        self._decoder = None
-        self._protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
+            if failed:
+                continue
+            error = self._inbox.receive(frame)
+            if error is not None:
+                failed = True
+                self._inbox.discarding = True
+                self._protocol.fail(*error)
 
     def _on_pong(self, data: bytes) -> None:
         event = self._pings.pop(data, None)
@@ -413,129 +473,68 @@ class WebSocket:
         if self._keepalive is not None and self._keepalive[0] == data:
             self._keepalive = None
 
-    def _flush(self) -> None:
-        """Write the engine's output: directly while the kernel accepts it,
-        else into the outbox for the hub to drain."""
-        for chunk in self._protocol.data_to_send():
-            if chunk:
-                self._outbox.append(chunk)
-                self._outbox_size += len(chunk)
-            else:
-                # The engine asks to half-close once everything is sent.
-                self._eof_pending = True
-        self._write_outbox()
-        if self._outbox:
-            if self._outbox_size > self._max_send_backlog and (
-                threading.get_ident() != self._owner
-            ):
-                self._drop_slow_client()
-            else:
-                self._hub.want_write(self)
+    def _flush(self, *, may_exceed: bool = False) -> None:
+        """Hand the engine's output to the outbox; past the backlog limit the
+        client is dropped, unless the view's own send is to wait for it."""
+        chunks = self._protocol.data_to_send()
+        if chunks and self._outbox.put(chunks, may_exceed=may_exceed):
+            self._hub.want_write(self)
         if self._protocol.close_expected() and self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + self._close_timeout
             self._close_timer = self._hub.call_at(self._closing_deadline, self.on_timer)
 
-    def _write_outbox(self) -> None:
-        while self._outbox:
-            chunk = self._outbox[0]
-            try:
-                sent = self.socket.send(chunk)
-            except _WOULD_BLOCK:
-                return
-            except OSError:
-                self._outbox.clear()
-                self._outbox_size = 0
-                self._eof_pending = False
-                self._abort()
-                return
-            self._outbox_size -= sent
-            if sent < len(chunk):
-                self._outbox[0] = memoryview(chunk)[sent:]
-                self._notify_drained()
-                return
-            self._outbox.pop(0)
-        self._notify_drained()
-        if self._eof_pending:
-            self._eof_pending = False
-            self._shutdown(socket.SHUT_WR)
-
-    def _wait_for_backlog(self) -> None:
-        """Flow control for the owner thread: wait while the backlog is over
-        the limit, as long as the client keeps reading."""
-        while self._outbox_size > self._max_send_backlog and not self._finished:
-            before = self._outbox_size
-            self._drained_condition().wait(self._ping_timeout or self._close_timeout)
-            if self._outbox_size >= before:
-                self._drop_slow_client()
-                self._check_open()
-
-    def _drained_condition(self) -> threading.Condition:
-        if self._drained is None:
-            self._drained = threading.Condition(self._lock)
-        return self._drained
-
-    def _notify_drained(self) -> None:
-        if self._drained is not None:
-            self._drained.notify_all()
-
-    def _drop_slow_client(self) -> None:
-        # The close frame cannot overtake the bytes the kernel already holds,
-        # so the client most likely sees 1006; 1008 is recorded here.
-        self._local_close = (CloseCode.POLICY_VIOLATION, "send backlog exceeded")
-        self._outbox.clear()
-        self._outbox_size = 0
-        self._abort()
-
     def _abort(self) -> None:
         """Tear the TCP connection down and mark the connection closed."""
-        self._shutdown(socket.SHUT_RDWR)
-        self._protocol.receive_eof()
+        self._outbox.drop()
+        if self._protocol.state is not State.CLOSED:
+            self._protocol.receive_eof()
         self._protocol.data_to_send()
-        self._notify_drained()
 
-    def _shutdown(self, how: int) -> None:
-        with contextlib.suppress(OSError):
-            self.socket.shutdown(how)
-
-    # Called by the hub thread.
+    # Called by the hub thread, which must never wait.
 
     def on_writable(self) -> None:
-        with self._lock:
-            if not self._finished:
-                self._write_outbox()
-            if not self._outbox:
-                self._hub.done_writing(self)
+        if not self._outbox.write():
+            self._hub.done_writing(self)
 
     def on_timer(self) -> None:
+        """Keepalive and closing deadline: queued like any operation, so the
+        hub never waits for a connection that is being read."""
+        self._outbox.submit(self._tick, 0, may_exceed=True)
+        if self._lock.acquire(blocking=False):
+            self._release()
+
+    def _tick(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            if self._finished:
-                return
-            if not self._reading:
-                # Nobody is reading: take in pongs and close frames here.
-                self._pump()
-            state = self._protocol.state
-            if state is State.CLOSED:
-                return
-            if state is State.CLOSING:
-                if self._closing_deadline is not None and now >= self._closing_deadline:
-                    self._abort()
-                return
-            self._keepalive_tick(now)
+        if self._finished:
+            return
+        if not self._reading:
+            # Nobody is reading: take in pongs and close frames here.
+            self._pump()
+        state = self._protocol.state
+        if state is State.CLOSED:
+            return
+        if state is State.CLOSING:
+            if self._closing_deadline is not None and now >= self._closing_deadline:
+                self._abort()
+            return
+        self._keepalive_tick(now)
 
     def _keepalive_tick(self, now: float) -> None:
         if not self._ping_interval:
             return
-        if self._keepalive is not None:
+        if self._inbox.full:
+            # Reading is paused until the view reads: the client's pong may
+            # sit behind its unread messages, and it has just shown it is
+            # alive. The timeout counts again once the view reads.
+            self._keepalive = None
+        elif self._keepalive is not None:
             if self._ping_timeout and now >= self._keepalive[1] + self._ping_timeout:
                 self._protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                self._flush()
                 return
         else:
             payload = os.urandom(4)
             self._keepalive = (payload, now)
             self._protocol.send_ping(payload)
-            self._flush()
         if self._keepalive is not None and self._ping_timeout:
             next_tick = min(
                 self._keepalive[1] + self._ping_timeout, now + self._ping_interval
@@ -550,37 +549,52 @@ class WebSocket:
         """Complete the closing handshake and release the connection.
 
         Waits at most ``close_timeout`` for the client's close frame, then
-        detaches the socket from the hub. The server closes the socket.
+        stops its timers and runs the finish callbacks. The connection stays
+        registered with the hub until ``release()``, when the server is done
+        with the request, so that a shutdown never misses it.
         """
         self.close(code, reason)
         deadline = time.monotonic() + self._close_timeout
-        while self._protocol.state is not State.CLOSED:
+        with self._engine():
+            self._inbox.discarding = True
+            self._inbox.clear()
+        while self._protocol.state is not State.CLOSED and not self._outbox.dropped:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             readable = self._readable(remaining)
-            with self._lock:
+            with self._engine():
                 if readable:
                     self._pump()
-                self._messages.clear()
-        with self._lock:
-            while self._outbox and time.monotonic() < deadline:
-                self._drained_condition().wait(deadline - time.monotonic())
+                self._inbox.clear()
+            self._cooperate()
+        self._outbox.drain(deadline)
+        with self._engine():
             self._finished = True
             for timer in (self._ping_timer, self._close_timer):
                 if timer is not None:
                     timer.cancel()
             if self._protocol.state is not State.CLOSED:
                 self._protocol.receive_eof()
-            self._notify_drained()
-        self._hub.remove(self)
-        self._shutdown(socket.SHUT_RDWR)
+        self._outbox.notify()
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
         if self._poller is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._poller.unregister(self.socket)
         callbacks, self._finish_callbacks = self._finish_callbacks, []
         for callback in callbacks:
+            self._run_callback(callback)
+
+    def release(self) -> None:
+        """Forget the connection: the server is done with its request."""
+        self._hub.remove(self)
+
+    def _run_callback(self, callback: Callable[[WebSocket], object]) -> None:
+        try:
             callback(self)
+        except Exception:
+            logger.exception("Finish callback %r of %r failed", callback, self)
 
     def add_finish_callback(self, callback: Callable[[WebSocket], object]) -> None:
         """Call *callback(websocket)* once the connection is released."""
@@ -588,7 +602,7 @@ class WebSocket:
             if not self._finished:
                 self._finish_callbacks.append(callback)
                 return
-        callback(self)
+        self._run_callback(callback)
 
 
 def _release_database_connections() -> None:
@@ -612,6 +626,12 @@ def _new_poller(sock: socket.socket) -> select.poll | None:
 def _under_gevent() -> bool:
     """Whether gevent has patched the select module (its workers do)."""
     return getattr(select.poll, "__module__", "").startswith("gevent")
+
+
+def _gevent_yield() -> None:
+    import gevent  # type: ignore[import-untyped]
+
+    gevent.sleep(0)
 
 
 def _gevent_wait_readable(sock: socket.socket, timeout: float | None) -> bool:

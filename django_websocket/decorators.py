@@ -25,13 +25,13 @@ from typing import Any, ParamSpec, overload
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.log import log_response
 from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from django_websocket.conf import get_setting
 from django_websocket.connection import WebSocket
 from django_websocket.exceptions import CloseCode, ConnectionClosed, HandshakeError
 from django_websocket.handshake import is_upgrade_request, perform_handshake
-from django_websocket.transport import take_over
+from django_websocket.inbox import Engine
+from django_websocket.transport import UpgradeResponse, take_over
 
 __all__ = ["accept_websocket", "require_websocket"]
 
@@ -53,6 +53,9 @@ _OPTIONS = {
     "close_timeout": "WEBSOCKET_CLOSE_TIMEOUT",
     "compression": "WEBSOCKET_COMPRESSION",
     "max_send_backlog": "WEBSOCKET_MAX_SEND_BACKLOG",
+    "max_queue": "WEBSOCKET_MAX_QUEUE",
+    "max_fragments": "WEBSOCKET_MAX_FRAGMENTS",
+    "max_control_rate": "WEBSOCKET_MAX_CONTROL_RATE",
     "subprotocols": "WEBSOCKET_SUBPROTOCOLS",
 }
 
@@ -66,7 +69,8 @@ def require_websocket(view: Any = None, /, **options: Any) -> Any:
 
     Options (all optional): ``subprotocols``, ``allowed_origins``,
     ``require_origin``, ``max_message_size``, ``ping_interval``,
-    ``ping_timeout``, ``close_timeout``, ``compression``, ``max_send_backlog``.
+    ``ping_timeout``, ``close_timeout``, ``compression``, ``max_send_backlog``,
+    ``max_queue``, ``max_fragments``, ``max_control_rate``.
     """
     return _decorate(view, options, required=True)
 
@@ -151,12 +155,12 @@ def _serve(
         code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
     finally:
         websocket.finish(code, reason)
-    return response_class()
+    return response_class(websocket)
 
 
 def _open(
     request: HttpRequest, options: dict[str, Any]
-) -> tuple[WebSocket, type[HttpResponse]]:
+) -> tuple[WebSocket, type[UpgradeResponse]]:
     """Complete the handshake and take the socket over; return the open
     connection and the response class for when the view is done."""
     handshake = perform_handshake(
@@ -167,7 +171,12 @@ def _open(
         compression=options["compression"],
     )
     transport = take_over(request)
-    protocol = ServerProtocol(state=State.OPEN, max_size=options["max_message_size"])
+    protocol = Engine(
+        state=State.OPEN,
+        max_size=options["max_message_size"],
+        max_fragments=options["max_fragments"],
+        max_control_rate=options["max_control_rate"],
+    )
     protocol.extensions = handshake.extensions
     websocket = WebSocket(
         transport.socket,
@@ -178,6 +187,7 @@ def _open(
         ping_timeout=options["ping_timeout"],
         close_timeout=options["close_timeout"],
         max_send_backlog=options["max_send_backlog"],
+        max_queue=options["max_queue"],
     )
     websocket.start(handshake.response, transport.buffered)
     return websocket, transport.response_class

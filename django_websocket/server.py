@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 from typing import Any, cast
@@ -88,8 +89,13 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
         if number != self._request_number:
             return
         sock = cast(socket.socket, self.connection)
+        # The hub thread must never block: MSG_DONTWAIT, and a client whose
+        # receive buffer is full simply gets no 408 before the disconnect.
         with contextlib.suppress(OSError):
-            sock.send(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+            sock.send(
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
+                socket.MSG_DONTWAIT,
+            )
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
@@ -126,6 +132,24 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
 
 class WebSocketWSGIServer(basehttp.WSGIServer):
     """Django's WSGIServer serving requests with WebSocketRequestHandler."""
+
+    def shutdown_request(self, request: Any) -> None:
+        # socketserver shuts a request down from the main thread when an
+        # exception escapes process_request(). A CTRL-C or SIGTERM raises
+        # KeyboardInterrupt or SystemExit wherever the main thread is, also
+        # while it waits for a new request thread to start; that thread
+        # owns the socket by then, and its WebSocket is about to be closed
+        # with 1001: shutting the socket down under it would drop the
+        # close frame (the client saw 1006). Whatever thread remains goes
+        # with the process.
+        exception = sys.exc_info()[1]
+        if (
+            threading.current_thread() is threading.main_thread()
+            and exception is not None
+            and not isinstance(exception, Exception)
+        ):
+            return
+        super().shutdown_request(request)
 
     # Django's 10 makes the kernel drop connections when many clients (a
     # page of reconnecting sockets, say) arrive at once.

@@ -17,13 +17,23 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.http import HttpRequest, HttpResponse
 
 from django_websocket.exceptions import HandshakeError
 
-__all__ = ["SOCKET_KEY", "TAKE_BUFFERED_KEY", "UPGRADED_KEY", "Transport", "take_over"]
+if TYPE_CHECKING:
+    from django_websocket.connection import WebSocket
+
+__all__ = [
+    "SOCKET_KEY",
+    "TAKE_BUFFERED_KEY",
+    "UPGRADED_KEY",
+    "Transport",
+    "UpgradeResponse",
+    "take_over",
+]
 
 # Keys the library's own WSGI server puts in the environ (server.py).
 SOCKET_KEY = "django_websocket.socket"
@@ -31,14 +41,35 @@ TAKE_BUFFERED_KEY = "django_websocket.take_buffered"
 UPGRADED_KEY = "django_websocket.upgraded"
 
 
-class _UpgradedResponse(HttpResponse):
-    """What the decorator returns after a WebSocket view under runserver:
-    the server recognises the upgraded request and writes nothing."""
+class UpgradeResponse(HttpResponse):
+    """What the decorator returns once a WebSocket view is done.
+
+    The server calls ``close()`` when it is done with the request (after
+    its access log line); only then does the connection leave the hub's
+    registry, so that a shutdown in between still waits for it.
+    """
 
     status_code = 101
 
+    def __init__(self, websocket: WebSocket) -> None:
+        super().__init__()
+        self.websocket: WebSocket | None = websocket
 
-class _GunicornUpgradeResponse(HttpResponse):
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.websocket is not None:
+                self.websocket.release()
+                self.websocket = None
+
+
+class _UpgradedResponse(UpgradeResponse):
+    """Returned under runserver: the server recognises the upgraded
+    request and writes nothing."""
+
+
+class _GunicornUpgradeResponse(UpgradeResponse):
     """Returned after a WebSocket view under gunicorn.
 
     gunicorn iterates the response to write it. Raising ``StopIteration``
@@ -61,7 +92,7 @@ class Transport:
     buffered: bytes
     # What the view returns once the socket is done with; instantiated only
     # then, so an open connection does not hold a response object.
-    response_class: type[HttpResponse]
+    response_class: type[UpgradeResponse]
 
 
 def take_over(request: HttpRequest) -> Transport:
@@ -77,7 +108,7 @@ def take_over(request: HttpRequest) -> Transport:
         sock = environ[SOCKET_KEY]
         buffered = environ[TAKE_BUFFERED_KEY]()
         environ[UPGRADED_KEY] = True
-        response_class: type[HttpResponse] = _UpgradedResponse
+        response_class: type[UpgradeResponse] = _UpgradedResponse
     elif "gunicorn.socket" in environ:
         sock = environ["gunicorn.socket"]
         buffered = _gunicorn_buffered(environ)

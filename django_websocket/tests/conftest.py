@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from django_websocket.testing import LiveServer, WebSocketClient
 from django_websocket.tests import views
+
+if TYPE_CHECKING:
+    from django_websocket.tests.wire import RawWebSocket
 
 TIMEOUT = float(os.environ.get("STARTER_TEST_TIMEOUT", "5"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +74,26 @@ def observed() -> Callable[[], object]:
         return views.observed.get(timeout=TIMEOUT)
 
     return next_observation
+
+
+@pytest.fixture
+def raw(live_server: LiveServer) -> Iterator[Callable[..., RawWebSocket]]:
+    """Factory of RawWebSocket clients of the live server; after the test
+    the views holding a connection are released and the clients closed."""
+    from django_websocket.tests.wire import RawWebSocket  # wire imports this module
+
+    clients: list[RawWebSocket] = []
+
+    def connect(path: str = "/echo/", **kwargs: object) -> RawWebSocket:
+        client = RawWebSocket.open(live_server, path, **kwargs)
+        clients.append(client)
+        return client
+
+    yield connect
+    views.release.set()
+    for client in clients:
+        client.close()
+    views.release.clear()
 
 
 def raw_request(

@@ -27,7 +27,6 @@ from django_websocket.tests.wire import (
     RSV2,
     RSV3,
     TEXT,
-    RawWebSocket,
     ServerFrame,
     client_frame,
     close_payload,
@@ -36,21 +35,6 @@ from django_websocket.tests.wire import (
 pytestmark = pytest.mark.urls("django_websocket.tests.urls")
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def raw(live_server):
-    """Factory of RawWebSocket clients of the live server, closed after the test."""
-    clients: list[RawWebSocket] = []
-
-    def connect(path: str = "/echo/", **kwargs) -> RawWebSocket:
-        client = RawWebSocket.open(live_server, path, **kwargs)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
 
 
 def _frames(*specs: tuple) -> bytes:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from websockets.frames import Close, Frame, Opcode
@@ -15,6 +16,7 @@ from websockets.frames import Close, Frame, Opcode
 from django_websocket import CloseCode
 from django_websocket.testing import WebSocketClient
 from django_websocket.tests.conftest import HANDSHAKE, ROOT, TIMEOUT
+from django_websocket.tests.wire import BINARY, Flood, RawWebSocket, client_frame
 
 SERVERS = [
     pytest.param(("runserver", "--noreload"), id="runserver"),
@@ -85,6 +87,29 @@ def test_shutdown_closes_open_websockets_with_1001(server_process, server, signu
     process.wait(TIMEOUT * 2)
     assert "Bad file descriptor" not in process.output
     assert "Traceback" not in process.output
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_flooding_client_does_not_hold_the_worker(server_process, server):
+    """Each read handles at most 64 KiB, then lets other threads (under
+    gevent, greenlets) run: echo and page loads are served during a flood."""
+    process = server_process(*server)
+    flooder = RawWebSocket("127.0.0.1", process.port, "/drain/")
+    frame = client_frame(BINARY, b"x" * 65536)
+    with flooder, Flood(flooder, frame) as flood:
+        deadline = time.monotonic() + TIMEOUT
+        while flood.sent < 8 * 1024 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flood.sent >= 8 * 1024 * 1024, "the flood never got going"
+        with WebSocketClient(process.url, "/echo/", timeout=TIMEOUT) as client:
+            for n in range(5):
+                client.send(f"during the flood {n}")
+                assert client.receive() == f"during the flood {n}"
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{process.port}/both/", timeout=TIMEOUT
+        ) as response:
+            assert response.read() == b"plain HTTP"
+        assert not flood.ended.is_set()  # served while the flood went on
 
 
 def test_runserver_logs_the_upgrade_and_nothing_else(server_process):

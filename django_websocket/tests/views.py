@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 
 from django_websocket import (
     BroadcastError,
+    ConnectionClosed,
     WebSocketRequest,
     accept_websocket,
     groups,
@@ -200,3 +201,81 @@ def database_then_wait(request: WebSocketRequest) -> None:
         request.websocket.wait(timeout=0.1)
     request.websocket.send(f"open after waiting: {connection.connection is not None}")
     request.websocket.wait()
+
+
+# Set by a test to let the views that hold their connection open return.
+release = threading.Event()
+
+
+@require_websocket
+def sink(request: WebSocketRequest) -> None:
+    """Reads and discards every message, a little slower than a flood."""
+    received = 0
+    for _ in request.websocket:
+        received += 1
+        release.wait(0.005)
+    observed.put(("sink-closed", received, request.websocket.close_code))
+
+
+@require_websocket
+def drain(request: WebSocketRequest) -> None:
+    """Reads and discards every message as fast as they come."""
+    for _ in request.websocket:
+        pass
+
+
+@require_websocket
+def never_reads(request: WebSocketRequest) -> None:
+    """Holds the connection without reading until the test releases it."""
+    request.websocket.send("holding")
+    release.wait(20)
+
+
+@require_websocket
+def group_sink(request: WebSocketRequest, name: str) -> None:
+    """A member of group *name* that reads and discards what its client sends."""
+    groups.subscribe(request.websocket, name)
+    request.websocket.send("joined")
+    for _ in request.websocket:
+        pass
+
+
+@require_websocket
+def publishes_to_itself(request: WebSocketRequest) -> None:
+    """Publishes 1 MiB messages to its own group; reports the most it ever
+    had queued for its client, and how the connection ended."""
+    ws = request.websocket
+    groups.subscribe(ws, "self")
+    ws.send("joined")
+    most = 0
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(64):
+            groups.publish("self", "x" * (1024 * 1024))
+            most = max(most, ws.backlog.outbound_bytes)
+    observed.put(("self-published", most, ws.close_code, ws.close_reason))
+
+
+@require_websocket
+def failing_callback(request: WebSocketRequest) -> None:
+    """Registers a finish callback that raises, then joins group "fails"."""
+
+    def broken(websocket: object) -> None:
+        raise RuntimeError("a broken finish callback")
+
+    request.websocket.add_finish_callback(broken)
+    groups.subscribe(request.websocket, "fails")
+    groups.track(request.websocket, "fails", "ghost")
+    request.websocket.send("joined")
+    request.websocket.wait()
+
+
+@require_websocket
+def polls(request: WebSocketRequest) -> None:
+    """wait(timeout=0) once the client's message has had time to arrive."""
+    ws = request.websocket
+    ws.send("send it")
+    release.wait(0.5)
+    try:
+        observed.put(("polled", ws.wait(timeout=0)))
+    except TimeoutError:
+        observed.put(("polled", "TimeoutError"))

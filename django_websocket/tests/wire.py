@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -264,3 +265,41 @@ class RawWebSocket:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Flood:
+    """Sends *frame* on a raw client's socket from a thread, as fast as the
+    server takes it, until stopped; notes when TCP pushed back."""
+
+    def __init__(self, client: RawWebSocket, frame: bytes) -> None:
+        self.client = client
+        self.frame = frame
+        self.sent = 0
+        self.pushed_back = threading.Event()
+        self.ended = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Flood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+
+    def _run(self) -> None:
+        sock = self.client.socket
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + TIMEOUT * 4
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    sock.sendall(self.frame)
+                    self.sent += len(self.frame)
+                except TimeoutError:
+                    self.pushed_back.set()
+        except OSError:
+            pass
+        finally:
+            self.ended.set()
