@@ -148,7 +148,7 @@ class WebSocket:
             with self._engine():
                 if deadline is not None and deadline <= time.monotonic():
                     self._pump()  # a last look before giving up
-                if self._inbox.messages:
+                if self._inbox:
                     return self._inbox.pop()
                 if self._closed_for_good():
                     return None
@@ -176,9 +176,9 @@ class WebSocket:
             closed.
         """
         with self._engine():
-            if not self._inbox.messages:
+            if not self._inbox:
                 self._pump()
-            return self._inbox.pop() if self._inbox.messages else None
+            return self._inbox.pop() if self._inbox else None
 
     def has_messages(self) -> bool:
         """Tell, without blocking, whether ``read()`` would return a message."""
@@ -188,7 +188,7 @@ class WebSocket:
         """Return how many messages have arrived and not been read yet."""
         with self._engine():
             self._pump()
-            return len(self._inbox.messages)
+            return len(self._inbox)
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages as they arrive; the loop ends when the connection closes."""
@@ -326,7 +326,7 @@ class WebSocket:
         """What this connection holds right now (a snapshot)."""
         inbox = self._inbox
         return Backlog(
-            unread_messages=len(inbox.messages),
+            unread_messages=len(inbox),
             unread_size=inbox.unread_size,
             partial_size=inbox.partial_size,
             outbound_bytes=self._outbox.size + self._outbox.pending_size,
@@ -382,16 +382,22 @@ class WebSocket:
         if check:
             self._check_open()
         owner = threading.get_ident() == self._owner
-        if not self._outbox.submit(operation, size, may_exceed=owner):
-            self._check_open()
-            return
-        if owner:
-            self._lock.acquire()
-            self._release(may_exceed=True)
-            if not self._outbox.wait_below(self._ping_timeout or self._close_timeout):
-                self._check_open()
-        elif self._lock.acquire(blocking=False):
+        if self._lock.acquire(blocking=owner):
+            if self._outbox.has_operations():
+                # Others queued before us: ours runs after theirs.
+                self._outbox.submit(operation, size, may_exceed=owner)
+            elif self._outbox.admit(size, may_exceed=owner):
+                operation()
+            self._release(may_exceed=owner)
+        elif self._outbox.submit(operation, size) and self._lock.acquire(
+            blocking=False
+        ):
+            # The holder let go before our operation was queued.
             self._release()
+        if owner:
+            self._outbox.wait_below(self._ping_timeout or self._close_timeout)
+        if check and self._outbox.dropped:
+            self._check_open()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -499,9 +505,7 @@ class WebSocket:
     def on_timer(self) -> None:
         """Keepalive and closing deadline: queued like any operation, so the
         hub never waits for a connection that is being read."""
-        self._outbox.submit(self._tick, 0, may_exceed=True)
-        if self._lock.acquire(blocking=False):
-            self._release()
+        self._submit(self._tick, 0, check=False)
 
     def _tick(self) -> None:
         now = time.monotonic()

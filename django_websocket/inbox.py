@@ -117,14 +117,15 @@ class Inbox:
         "_decoder",
         "_text",
         "discarding",
+        "_messages",
         "max_queue",
-        "messages",
         "unread_size",
     )
 
     def __init__(self, *, max_queue: int | None = 16) -> None:
         self.max_queue = max_queue
-        self.messages: deque[Message] = deque()
+        # Created on first use: an idle connection costs less.
+        self._messages: deque[Message] | None = None
         self.unread_size = 0
         # Drop complete messages instead of queueing them (the connection is
         # closing, or the view has returned).
@@ -138,7 +139,10 @@ class Inbox:
     @property
     def full(self) -> bool:
         """Whether the view has ``max_queue`` messages unread."""
-        return self.max_queue is not None and len(self.messages) >= self.max_queue
+        return self.max_queue is not None and len(self) >= self.max_queue
+
+    def __len__(self) -> int:
+        return len(self._messages) if self._messages is not None else 0
 
     @property
     def partial_size(self) -> int:
@@ -148,12 +152,14 @@ class Inbox:
         return self._text.tell() if self._text is not None else 0
 
     def pop(self) -> Message:
-        message = self.messages.popleft()
+        """Return the oldest unread message (there must be one)."""
+        assert self._messages is not None
+        message = self._messages.popleft()
         self.unread_size -= len(message)
         return message
 
     def clear(self) -> None:
-        self.messages.clear()
+        self._messages = None
         self.unread_size = 0
 
     def receive(self, frame: Frame) -> tuple[int, str] | None:
@@ -210,5 +216,7 @@ class Inbox:
 
     def _queue(self, message: Message) -> None:
         if not self.discarding:
-            self.messages.append(message)
+            if self._messages is None:
+                self._messages = deque()
+            self._messages.append(message)
             self.unread_size += len(message)

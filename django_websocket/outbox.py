@@ -31,17 +31,23 @@ WOULD_BLOCK = (
 
 
 class Outbox:
-    """Queued outbound bytes of one socket, oldest first."""
+    """Queued outbound bytes of one socket, oldest first.
+
+    Its containers are created on first use: most connections write every
+    frame at once and never queue anything, and an idle connection should
+    cost as little as possible.
+    """
 
     __slots__ = (
         "_chunks",
+        "_drained",
         "_lock",
         "_operations",
-        "pending_size",
         "dropped",
         "eof_pending",
         "limit",
         "overflowed",
+        "pending_size",
         "size",
         "sock",
     )
@@ -49,15 +55,18 @@ class Outbox:
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self.sock = sock
         self.limit = limit
-        # Serializes writes to the socket and protects _chunks, size,
-        # eof_pending and dropped. Held only for appends and non-blocking
-        # sends, never while the protocol engine's lock is being taken.
-        self._lock = threading.Condition(threading.Lock())
-        self._chunks: deque[bytes | memoryview] = deque()
+        # Serializes writes to the socket and protects everything below.
+        # Held only for appends and non-blocking sends, never while the
+        # connection's engine lock is being taken.
+        self._lock = threading.Lock()
+        # Signalled (under _lock) when bytes are written or the client is
+        # dropped; for the threads in wait_below() and drain().
+        self._drained: threading.Condition | None = None
+        self._chunks: deque[bytes | memoryview] | None = None
         self.size = 0
         # Sends not framed yet: (operation, bytes it will queue), run in
         # order by whichever thread holds the connection's engine lock.
-        self._operations: deque[tuple[Callable[[], None], int]] = deque()
+        self._operations: deque[tuple[Callable[[], None], int]] | None = None
         self.pending_size = 0
         self.eof_pending = False
         # The TCP connection was torn down: the socket failed or, when
@@ -65,24 +74,39 @@ class Outbox:
         self.dropped = False
         self.overflowed = False
 
-    def submit(
-        self, operation: Callable[[], None], size: int, *, may_exceed: bool = False
-    ) -> bool:
-        """Queue *operation*, which will frame *size* bytes, under the same
-        backlog rule as ``put()``.
+    def admit(self, size: int, *, may_exceed: bool = False) -> bool:
+        """Apply the backlog rule to *size* more bytes: past the limit the
+        client is dropped, unless *may_exceed* (the owner's own sends, which
+        then ``wait_below()``).
 
         Returns:
             False if the client is (or is now) dropped.
         """
         with self._lock:
-            if self.dropped:
+            return self._admit(size, may_exceed)
+
+    def submit(
+        self, operation: Callable[[], None], size: int, *, may_exceed: bool = False
+    ) -> bool:
+        """Queue *operation*, which will frame *size* bytes, under the
+        backlog rule of ``admit()``. Returns False if the client is dropped."""
+        with self._lock:
+            if not self._admit(size, may_exceed):
                 return False
-            if self.size + self.pending_size + size > self.limit and not may_exceed:
-                self._drop(overflowed=True)
-                return False
+            if self._operations is None:
+                self._operations = deque()
             self._operations.append((operation, size))
             self.pending_size += size
             return True
+
+    def _admit(self, size: int, may_exceed: bool) -> bool:
+        if self.dropped:
+            return False
+        over = self.size + self.pending_size + size > self.limit
+        if size and over and not may_exceed:
+            self._drop(overflowed=True)
+            return False
+        return True
 
     def take(self) -> Callable[[], None] | None:
         """Return the oldest queued operation, or None."""
@@ -96,18 +120,11 @@ class Outbox:
     def has_operations(self) -> bool:
         return bool(self._operations)
 
-    def notify(self) -> None:
-        """Wake the threads in ``wait_below()`` and ``drain()`` (the
-        connection has closed)."""
-        with self._lock:
-            self._lock.notify_all()
-
     def put(self, chunks: Iterable[bytes], *, may_exceed: bool = False) -> bool:
         """Queue *chunks* and write what the kernel accepts at once.
 
         An empty chunk asks for a half-close once everything before it is
-        sent. Past the limit the client is dropped, unless *may_exceed*
-        (the owner's own sends, which then ``wait_below()``).
+        sent. Past the limit the client is dropped, unless *may_exceed*.
 
         Returns:
             True if bytes are left for the hub to write.
@@ -115,6 +132,8 @@ class Outbox:
         with self._lock:
             if self.dropped:
                 return False
+            if self._chunks is None:
+                self._chunks = deque()
             for chunk in chunks:
                 if chunk:
                     self._chunks.append(chunk)
@@ -145,7 +164,7 @@ class Outbox:
         with self._lock:
             while self.size > self.limit and not self.dropped:
                 before = self.size
-                self._lock.wait(timeout)
+                self._condition().wait(timeout)
                 if self.size >= before:
                     self._drop(overflowed=True)
             return not self.dropped
@@ -157,24 +176,37 @@ class Outbox:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._lock.wait(remaining)
+                self._condition().wait(remaining)
+
+    def notify(self) -> None:
+        """Wake the threads in ``wait_below()`` and ``drain()`` (the
+        connection has closed)."""
+        with self._lock:
+            self._notify()
 
     def drop(self) -> None:
         """Discard what is queued and tear the TCP connection down."""
         with self._lock:
             self._drop()
 
+    def _condition(self) -> threading.Condition:
+        if self._drained is None:
+            self._drained = threading.Condition(self._lock)
+        return self._drained
+
+    def _notify(self) -> None:
+        if self._drained is not None:
+            self._drained.notify_all()
+
     def _drop(self, *, overflowed: bool = False) -> None:
         self.dropped = True
         self.overflowed = self.overflowed or overflowed
-        self._chunks.clear()
-        self.size = 0
+        self._chunks = self._operations = None
+        self.size = self.pending_size = 0
         self.eof_pending = False
-        self._operations.clear()
-        self.pending_size = 0
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self._lock.notify_all()
+        self._notify()
 
     def _write(self) -> None:
         chunks = self._chunks
@@ -195,7 +227,7 @@ class Outbox:
                 break
             chunks.popleft()
         if wrote:
-            self._lock.notify_all()
+            self._notify()
         if not chunks and self.eof_pending:
             self.eof_pending = False
             with contextlib.suppress(OSError):
