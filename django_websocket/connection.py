@@ -602,7 +602,7 @@ class WebSocket:
 
     def add_finish_callback(self, callback: Callable[[WebSocket], object]) -> None:
         """Call *callback(websocket)* once the connection is released."""
-        with self._lock:
+        with self._engine():
             if not self._finished:
                 self._finish_callbacks.append(callback)
                 return
