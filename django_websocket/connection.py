@@ -110,7 +110,6 @@ class WebSocket:
         # finish() so that the hub's timer heap does not keep this object.
         self._ping_timer: TimerHandle | None = None
         self._close_timer: TimerHandle | None = None
-        self._local_close: tuple[int, str] | None = None
         self._reading = False
         self._finished = False
         # Bytes read since this greenlet last yielded (gevent fairness).
@@ -150,7 +149,7 @@ class WebSocket:
                     self._pump()  # a last look before giving up
                 if self._inbox:
                     return self._inbox.pop()
-                if self._closed_for_good():
+                if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
             readable = False
@@ -340,8 +339,6 @@ class WebSocket:
             return CloseCode.POLICY_VIOLATION, "send backlog exceeded"
         if self._protocol.state is not State.CLOSED and not self._outbox.dropped:
             return None
-        if self._local_close is not None:
-            return self._local_close
         for frame in (self._protocol.close_rcvd, self._protocol.close_sent):
             if frame is not None:
                 return frame.code, frame.reason
@@ -404,11 +401,6 @@ class WebSocket:
             info = self._close_info() or (CloseCode.ABNORMAL_CLOSURE, "")
             raise ConnectionClosed(*info)
 
-    def _closed_for_good(self) -> bool:
-        if self._outbox.dropped and self._protocol.state is not State.CLOSED:
-            self._protocol.receive_eof()
-        return self._protocol.state is State.CLOSED
-
     def _readable(self, timeout: float | None) -> bool:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
@@ -436,14 +428,14 @@ class WebSocket:
     def _pump(self) -> None:
         """Take in at most RECV_SIZE bytes, without blocking; nothing while
         the view has max_queue messages unread, unless closing."""
-        if self._closed_for_good():
+        if self._protocol.state is State.CLOSED:
             return
-        inbox = self._inbox
-        if inbox.full and self._protocol.state is State.OPEN:
-            return
-        inbox.discarding = self._finished or (
-            inbox.full and self._protocol.state is not State.OPEN
-        )
+        if self._inbox.full:
+            if self._protocol.state is State.OPEN:
+                return  # paused until the view reads
+            # Closing: read on for the client's close frame, and drop what
+            # comes before it.
+            self._inbox.discarding = True
         try:
             data = self.socket.recv(RECV_SIZE)
         except WOULD_BLOCK:
