@@ -182,8 +182,7 @@ def test_a_ping_flood_that_never_reads_its_pongs_is_dropped_at_the_backlog(
 ):
     settings.WEBSOCKET_MAX_CONTROL_RATE = None
     settings.WEBSOCKET_MAX_SEND_BACKLOG = 256 * 1024
-    client = RawWebSocket(live_server.host, live_server.port, "/sink/")
-    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client = RawWebSocket(live_server.host, live_server.port, "/sink/", rcvbuf=4096)
     connection = _connection("/sink/")
     most = 0
     with Flood(client, client_frame(PING, b"p" * 125) * 64) as flood:

@@ -145,12 +145,20 @@ class RawWebSocket:
         headers: dict[str, str] | None = None,
         *,
         timeout: float = TIMEOUT,
+        rcvbuf: int | None = None,
     ) -> None:
         self.timeout = timeout
-        self.socket = socket.create_connection((host, port), timeout=timeout)
+        self.socket = socket.socket()
+        if rcvbuf:
+            # Before connecting: shrinking the buffer of an open connection
+            # below what is in flight can stall TCP itself (the kernel drops
+            # the segments that carry the ACKs), not just the reader.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.socket.settimeout(timeout)
         self._buffer = b""
         self._eof = False
         try:
+            self.socket.connect((host, port))
             request = [f"GET {path} HTTP/1.1"] + [
                 f"{name}: {value}"
                 for name, value in {**HANDSHAKE, **(headers or {})}.items()
