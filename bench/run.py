@@ -464,6 +464,90 @@ def max_broadcast_rate(
     return best
 
 
+# bench/hostile.py's cases, in the order of the issue that set their goals.
+HOSTILE_CASES = {
+    "flood-reading": "(a) 1 MiB messages flooding a view that reads",
+    "flood-not-reading": "(b) 1 MiB messages flooding a view that never reads",
+    "flood-member": "(c) a group member flooding while another publishes at 10/s",
+    "ping-flood": "(d) a ping flood that never reads its pongs",
+    "fragments": "(e) 2-byte fragments of a message never finished",
+}
+# What one attacking connection may make the server hold under the default
+# settings (docs/reference/settings.md: (Q + 3) x M + 128 KiB inbound, B
+# outbound, with Q = 16, M = 1 MiB, B = 4 MiB), plus the goal's 10 MiB.
+HOSTILE_BOUND_MIB = (16 + 3) * 1 + 0.125 + 4 + 10
+
+
+def hostile_case(running: Running, case: str, quick: bool) -> dict[str, object]:
+    """The others' echo p99 alone, then with one attacker of *case* (and,
+    for a flooding member, the publish p99 to the other members); the
+    worker's RSS growth during the attack and 10 s after it ended."""
+    seconds = 3 if quick else 5
+    echo = {
+        "scenario": "echo",
+        "path": "/echo/ws/",
+        "connections": 100,
+        "seconds": seconds,
+        "warmup": 1,
+        "size": 32,
+        "binary": False,
+    }
+    alone = measure(running, echo, timeout=120)
+    worker = running.worker()
+    before = _rss_kib(worker)
+    member = case == "flood-member"
+    attack_seconds = 2 + (seconds + 4) * (2 if member else 1)
+    attacker = subprocess.Popen(
+        pinned(
+            LOADGEN_CPU,
+            [
+                str(VENV / "python"),
+                str(BENCH / "hostile.py"),
+                case,
+                str(running.port),
+                str(attack_seconds),
+            ],
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)
+        attacked = measure(running, echo, timeout=120)
+        peak = float(attacked["server_peak_rss_mib"])  # type: ignore[arg-type]
+        result: dict[str, object] = {
+            "rss_before_mib": round(before / 1024, 1),
+            "echo_p99_alone_ms": alone["p99_ms"],
+            "echo_p99_attacked_ms": attacked["p99_ms"],
+        }
+        if member:
+            cast = measure(
+                running,
+                {
+                    "scenario": "broadcast",
+                    "path": "/broadcast/ws/",
+                    "members": 100,
+                    "rate": 10,
+                    "seconds": seconds,
+                    "warmup": 1,
+                },
+                timeout=120,
+            )
+            result["publish_p99_ms"] = cast["p99_ms"]
+            result["publish_delivered_ratio"] = cast["delivered_ratio"]
+            peak = max(peak, float(cast["server_peak_rss_mib"]))  # type: ignore[arg-type]
+        out, _ = attacker.communicate(timeout=attack_seconds + 30)
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+    time.sleep(10)
+    result["rss_growth_during_mib"] = round(peak - before / 1024, 1)
+    result["rss_growth_after_mib"] = round((_rss_kib(worker) - before) / 1024, 1)
+    result["attacker"] = json.loads(out.strip().splitlines()[-1]) if out else None
+    return result
+
+
 def run_server(
     server: Server, port: int, api: Any, quick: bool, prefixes: list[str] | None
 ) -> dict[str, object]:
@@ -485,6 +569,16 @@ def run_server(
             f"max broadcast rate {members}",
             lambda running: max_broadcast_rate(running, members, quick),
         )
+    wanted = "hostile" in prefixes if prefixes else not quick
+    if wanted and not server.peer:
+        for case in HOSTILE_CASES:
+            title = f"hostile {HOSTILE_CASES[case]}"
+            figures[title] = on_fresh_process(
+                server,
+                port,
+                title,
+                lambda running, case=case: hostile_case(running, case, quick),
+            )
     return figures
 
 
@@ -563,7 +657,7 @@ def main() -> int:
     parser.add_argument("--servers", help="comma-separated subset of server names")
     parser.add_argument(
         "--scenarios",
-        help="comma-separated prefixes: echo,hold,broadcast,livesearch,max",
+        help="comma-separated prefixes: echo,hold,broadcast,livesearch,max,hostile",
     )
     args = parser.parse_args()
     ensure_tools()
@@ -633,6 +727,14 @@ HEADERS = {
     "broadcast": ["delivered", "p50 ms", "p99 ms"],
     "max": ["max rate/s (all delivered, p99 ≤ 500 ms)", "p99 ms"],
     "livesearch": ["subscribers", "seconds", "pushes received", "upstream requests"],
+    "hostile": [
+        "RSS growth during / 10 s after, MiB",
+        f"bound {HOSTILE_BOUND_MIB:g} MiB",
+        "others' echo p99 alone → attacked, ms",
+        "≤ 2×",
+        "publish p99 ms (≤ 50)",
+        "attacker: connections, closes",
+    ],
 }
 
 
@@ -684,7 +786,29 @@ def _cells(kind: str, r: dict[str, object]) -> list[str]:
             _fmt(r["result_pushes"]),
             _fmt(r.get("upstream_requests")),
         ]
+    if kind == "hostile":
+        return _hostile_cells(r)
     return [str(r.get("max_rate") or "none sustainable"), _fmt(r.get("p99_ms"), 1)]
+
+
+def _hostile_cells(r: dict[str, Any]) -> list[str]:
+    during, after = r["rss_growth_during_mib"], r["rss_growth_after_mib"]
+    alone, attacked = r["echo_p99_alone_ms"], r["echo_p99_attacked_ms"]
+    ratio = attacked / alone if alone and attacked is not None else None
+    attacker = r.get("attacker") or {}
+    closes = ", ".join(f"{n}× {code}" for code, n in attacker.get("closes", {}).items())
+    publish = r.get("publish_p99_ms")
+    return [
+        f"{_fmt(during, 1)} / {_fmt(after, 1)}",
+        "met" if max(during, after) <= HOSTILE_BOUND_MIB else "**missed**",
+        f"{_fmt(alone, 1)} → {_fmt(attacked, 1)}",
+        f"{_fmt(ratio, 1)}× "
+        + ("met" if ratio is not None and ratio <= 2 else "**missed**"),
+        "–"
+        if publish is None
+        else f"{_fmt(publish, 1)} " + ("met" if publish <= 50 else "**missed**"),
+        f"{attacker.get('connections', '–')}, {closes or 'none'}",
+    ]
 
 
 def markdown(results: dict[str, object]) -> str:

@@ -8,4 +8,7 @@ urlpatterns = [
     path("echo/ws/", echo.socket),
     path("broadcast/ws/", views.broadcast),
     path("livesearch/ws/", livesearch.socket),
+    path("hostile/sink/ws/", views.sink),
+    path("hostile/hold/ws/", views.hold),
+    path("hostile/member/ws/", views.member),
 ]

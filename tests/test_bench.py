@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import summary
+from bench.run import HOSTILE_BOUND_MIB, _hostile_cells, summary
 
 
 def _row(figures: dict[str, object]) -> list[str]:
@@ -22,3 +22,33 @@ def test_a_rate_search_that_found_no_sustainable_rate_says_so():
 def test_a_sustainable_rate_is_printed_per_second():
     row = _row({"max broadcast rate 1000": {"members": 1000, "max_rate": 200}})
     assert row[-1] == "200/s"
+
+
+def _hostile(during: float, alone: float, attacked: float, publish=None) -> dict:
+    return {
+        "rss_growth_during_mib": during,
+        "rss_growth_after_mib": 1.0,
+        "echo_p99_alone_ms": alone,
+        "echo_p99_attacked_ms": attacked,
+        "publish_p99_ms": publish,
+        "attacker": {"connections": 3, "closes": {"1008": 2}},
+    }
+
+
+def test_a_hostile_case_within_its_goals_reads_met():
+    cells = _hostile_cells(_hostile(5.0, 20.0, 30.0, publish=12.0))
+    assert cells == [
+        "5.0 / 1.0",
+        "met",
+        "20.0 → 30.0",
+        "1.5× met",
+        "12.0 met",
+        "3, 2× 1008",
+    ]
+
+
+def test_a_hostile_case_past_its_goals_reads_missed():
+    cells = _hostile_cells(_hostile(HOSTILE_BOUND_MIB + 1, 20.0, 50.0, publish=60.0))
+    assert cells[1] == "**missed**"
+    assert cells[3] == "2.5× **missed**"
+    assert cells[4] == "60.0 **missed**"
