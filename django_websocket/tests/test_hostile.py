@@ -244,6 +244,20 @@ def test_wait_with_a_zero_timeout_returns_a_message_that_is_waiting(raw, observe
     assert observed() == ("polled", "here")
 
 
+def test_a_pong_behind_other_frames_is_not_lost_while_closing(raw, observed):
+    client = raw("/pings-then-closes/")
+    assert client.recv_frame().opcode == PING
+    assert client.recv_frame().opcode == CLOSE
+    # One write: the server is closing when it parses all three at once.
+    client.send(
+        client_frame(TEXT, b"late")
+        + client_frame(PONG, b"last ping")
+        + client_frame(CLOSE, close_payload(CloseCode.NORMAL_CLOSURE))
+    )
+    client.socket.shutdown(socket.SHUT_WR)  # as a client does after its close
+    assert observed() == ("pong after close", True)
+
+
 def test_a_failing_finish_callback_is_logged_and_the_others_still_run(ws, caplog):
     with ws("/failing-callback/") as client:
         assert client.receive() == "joined"

@@ -25,6 +25,7 @@ urlpatterns = [
     path("self-publisher/", views.publishes_to_itself),
     path("failing-callback/", views.failing_callback),
     path("polls/", views.polls),
+    path("pings-then-closes/", views.pings_then_closes),
     path("groups/<str:name>/sink/", views.group_sink),
     path("groups/<str:name>/", views.group_member),
     path("groups/<str:name>/listen/", views.group_listener),

@@ -279,3 +279,14 @@ def polls(request: WebSocketRequest) -> None:
         observed.put(("polled", ws.wait(timeout=0)))
     except TimeoutError:
         observed.put(("polled", "TimeoutError"))
+
+
+@require_websocket
+def pings_then_closes(request: WebSocketRequest) -> None:
+    """Pings, starts the closing handshake, then reports whether the pong
+    arrived with the client's last frames."""
+    pong = request.websocket.ping(b"last ping")
+    request.websocket.close()
+    while request.websocket.wait() is not None:
+        pass
+    observed.put(("pong after close", pong.is_set()))
