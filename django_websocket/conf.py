@@ -12,8 +12,9 @@ from typing import Any
 from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
-    # Origins allowed besides those whose host is in ALLOWED_HOSTS, e.g.
-    # ["https://app.example.com"]; "*" allows any origin.
+    # Origins allowed besides the site's own and CSRF_TRUSTED_ORIGINS, in the
+    # same syntax: ["https://app.example.com", "https://*.example.com"];
+    # "*" allows any origin, "null" the origin of sandboxed frames and files.
     "WEBSOCKET_ALLOWED_ORIGINS": [],
     # Refuse handshakes without an Origin header (non-browser clients).
     "WEBSOCKET_REQUIRE_ORIGIN": False,
@@ -39,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_MAX_CONTROL_RATE": 100.0,
     # Subprotocols a view accepts, in order of preference.
     "WEBSOCKET_SUBPROTOCOLS": [],
+    # With WebSocketMiddleware installed: every view accepts WebSockets, as
+    # if decorated with @accept_websocket (django-websocket 0.3's setting).
+    "WEBSOCKET_ACCEPT_ALL": False,
     # Groups backend, shaped like CACHES["default"].
     "WEBSOCKET_GROUPS": {"BACKEND": "django_websocket.groups.local.LocalBackend"},
 }

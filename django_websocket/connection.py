@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 from django.db import connections
 from websockets.frames import Frame, Opcode
@@ -46,6 +46,8 @@ from django_websocket.outbox import WOULD_BLOCK, Outbox
 __all__ = ["Backlog", "Message", "WebSocket"]
 
 logger = logging.getLogger("django_websocket")
+
+T = TypeVar("T")
 
 # Bytes taken from the socket per read: the unit of work done under the
 # engine lock, after which other threads (and, under gevent, greenlets) run.
@@ -167,17 +169,21 @@ class WebSocket:
                     if readable:
                         self._pump()
 
-    def read(self) -> Message | None:
+    @overload
+    def read(self) -> Message | None: ...
+    @overload
+    def read(self, fallback: T) -> Message | T: ...
+    def read(self, fallback: Any = None) -> Any:
         """Return the next message if one has arrived, without blocking.
 
         Returns:
-            The message, or ``None`` if none is waiting or the connection is
-            closed.
+            The message, or *fallback* if none is waiting or the connection
+            is closed.
         """
         with self._engine():
             if not self._inbox:
                 self._pump()
-            return self._inbox.pop() if self._inbox else None
+            return self._inbox.pop() if self._inbox else fallback
 
     def has_messages(self) -> bool:
         """Tell, without blocking, whether ``read()`` would return a message."""

@@ -10,18 +10,26 @@ Both work bare or with options; an option left out falls back to its
     def chat(request): ...
 
 The decorated view runs inside Django's whole request stack (middleware,
-sessions, ``request.user``) in the connection's own thread. It returns
-nothing: once it returns, the closing handshake completes (1000, or 1011
-if it raised, logged with the traceback) and the server writes nothing more.
+sessions, ``request.user``) in the connection's own thread, outside any
+``ATOMIC_REQUESTS`` transaction (one transaction for a socket's whole life
+would hide its writes from everyone and hold the database's locks). It
+returns nothing: once it returns, a session it modified is saved under the
+client's existing session key, then the closing handshake completes (1000,
+or 1011 if it raised, logged with the traceback) and the server writes
+nothing more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, overload
 
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.log import log_response
 from websockets.protocol import State
@@ -113,11 +121,34 @@ def _decorate(view: Any, options: dict[str, Any], *, required: bool) -> Any:
                         "(no 'Upgrade: websocket' header in the request)",
                     ),
                 )
-            return view(request, *args, **kwargs)
+            return _atomic_as_django_would(view)(request, *args, **kwargs)
         return _serve(view, request, _resolve(options), args, kwargs)
 
     wrapper.websocket_options = options  # type: ignore[attr-defined]
+    # Django wraps views in a transaction per database with ATOMIC_REQUESTS
+    # unless the alias is in this set; the wrapper applies them itself to
+    # plain HTTP requests only.
+    wrapper._non_atomic_requests = _EVERY_DATABASE  # type: ignore[attr-defined]
     return wrapper
+
+
+class _EveryDatabase(frozenset[str]):
+    """Contains every database alias."""
+
+    def __contains__(self, alias: object) -> bool:
+        return True
+
+
+_EVERY_DATABASE = _EveryDatabase()
+
+
+def _atomic_as_django_would(view: Callable[..., Any]) -> Callable[..., Any]:
+    """*view* wrapped as Django's handler wraps views (``make_view_atomic``)."""
+    exempt: set[str] = getattr(view, "_non_atomic_requests", set())
+    for alias, database in connections.settings.items():
+        if database.get("ATOMIC_REQUESTS") and alias not in exempt:
+            view = transaction.atomic(using=alias)(view)
+    return view
 
 
 def _resolve(options: dict[str, Any]) -> dict[str, Any]:
@@ -142,17 +173,23 @@ def _serve(
     del options  # an open connection keeps only what it uses
     request.websocket = websocket  # type: ignore[attr-defined]
     request.is_websocket = _true  # type: ignore[attr-defined]
+    session = getattr(request, "session", None)
+    # The key the client's cookie names: the one place its changes can go.
+    session_key = session.session_key if isinstance(session, SessionBase) else None
     code, reason = CloseCode.NORMAL_CLOSURE, ""
     try:
-        view(request, *args, **kwargs)
-    except ConnectionClosed:
-        # The client left while the view was sending: a normal end.
-        pass
+        # The client leaving while the view was sending is a normal end.
+        with contextlib.suppress(ConnectionClosed):
+            view(request, *args, **kwargs)
+        if isinstance(session, SessionBase):
+            _save_session(request, session, session_key)
     except Exception:
         logger.exception(
             "WebSocket view %s raised", request.path, extra={"request": request}
         )
         code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+        if isinstance(session, SessionBase):
+            session.modified = False  # as Django saves nothing on a 500
     finally:
         websocket.finish(code, reason)
     return response_class(websocket)
@@ -191,6 +228,56 @@ def _open(
     )
     websocket.start(handshake.response, transport.buffered)
     return websocket, transport.response_class
+
+
+def _save_session(
+    request: HttpRequest, session: SessionBase, cookie_key: str | None
+) -> None:
+    """Save a session the view changed under the key the client's cookie
+    names; leave nothing for SessionMiddleware to save, since no cookie can
+    follow the ``101`` (a new key would be a row no client ever comes back
+    for)."""
+    if not (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
+        return
+    if cookie_key is None or session.session_key is None:
+        if session.modified:
+            logger.warning(
+                "WebSocket view %s changed a session the client has no cookie "
+                "for; it is not saved, since no cookie can follow the 101",
+                request.path,
+                extra={"request": request},
+            )
+        session.clear()  # empty and keyless: SessionMiddleware saves nothing
+        session.modified = False
+        return
+    if session.session_key != cookie_key:
+        logger.warning(
+            "WebSocket view %s gave the session a new key (login(), "
+            "cycle_key()); the client's cookie still names the old one, since "
+            "no cookie can follow the 101",
+            request.path,
+            extra={"request": request},
+        )
+        session.modified = False
+        return
+    try:
+        session.save()
+    except UpdateError:
+        logger.warning(
+            "WebSocket view %s: the session ended meanwhile (logout or "
+            "expiry elsewhere); the view's changes are not saved",
+            request.path,
+            extra={"request": request},
+        )
+    else:
+        if session.session_key != cookie_key:
+            logger.warning(
+                "WebSocket view %s: this session backend keeps the session in "
+                "its cookie, so changes made after the 101 are lost",
+                request.path,
+                extra={"request": request},
+            )
+    session.modified = False
 
 
 def _true() -> bool:

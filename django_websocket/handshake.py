@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
-from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake
 from websockets.extensions import Extension
@@ -62,6 +63,11 @@ def perform_handshake(
             (400, 405 or 426) or its origin is not allowed (403).
     """
     meta = request.META
+    protocol = meta.get("SERVER_PROTOCOL", "")
+    if not _at_least_http_11(protocol):
+        raise HandshakeError(
+            400, f"WebSocket handshake requires HTTP/1.1 or later, got {protocol!r}"
+        )
     connection = meta.get("HTTP_CONNECTION", "")
     if "upgrade" not in _tokens(connection):
         raise HandshakeError(
@@ -94,7 +100,7 @@ def perform_handshake(
         raise HandshakeError(
             400, f"Invalid Sec-WebSocket-Key {key!r}: must be 16 bytes in base64"
         )
-    _check_origin(meta.get("HTTP_ORIGIN"), allowed_origins, require_origin)
+    _check_origin(request, allowed_origins, require_origin)
 
     headers = [
         "HTTP/1.1 101 Switching Protocols",
@@ -117,6 +123,14 @@ def perform_handshake(
     return handshake
 
 
+def _at_least_http_11(protocol: str) -> bool:
+    name, _, version = protocol.partition("/")
+    major, _, minor = version.partition(".")
+    if name != "HTTP" or not major.isdigit() or not (minor or "0").isdigit():
+        return False
+    return (int(major), int(minor or "0")) >= (1, 1)
+
+
 def _tokens(header: str) -> list[str]:
     return [token.strip().lower() for token in header.split(",") if token.strip()]
 
@@ -129,29 +143,66 @@ def _valid_key(key: str) -> bool:
 
 
 def _check_origin(
-    origin: str | None, allowed_origins: Sequence[str], require_origin: bool
+    request: HttpRequest, allowed_origins: Sequence[str], require_origin: bool
 ) -> None:
-    """Refuse cross-site handshakes (Cross-Site WebSocket Hijacking)."""
+    """Refuse cross-site handshakes (Cross-Site WebSocket Hijacking).
+
+    The rule is Django's CSRF origin check: the Origin must be the request's
+    own scheme, host and port, or one of ``CSRF_TRUSTED_ORIGINS`` or
+    *allowed_origins* (exact, ``https://*.example.com`` for subdomains, or
+    ``"*"`` for any). ``Origin: null`` passes only when listed as ``"null"``.
+    """
+    origin = request.META.get("HTTP_ORIGIN")
     if origin is None:
         if require_origin:
-            raise HandshakeError(403, "Missing Origin header")
+            raise HandshakeError(403, "Missing Origin header (this view requires one)")
         return
-    if "*" in allowed_origins or origin in allowed_origins:
-        return
-    try:
-        host, _ = (
-            split_domain_port(urlsplit(origin).netloc) if origin != "null" else ("", "")
+    if origin == "null":
+        if "null" in allowed_origins:
+            return
+        raise HandshakeError(
+            403,
+            "origin null (a sandboxed frame or a local file) is refused unless "
+            "'null' is in WEBSOCKET_ALLOWED_ORIGINS",
         )
+    own = _own_origin(request)
+    if origin == own:
+        return
+    trusted = [*settings.CSRF_TRUSTED_ORIGINS, *allowed_origins]
+    if "*" in allowed_origins or _trusted(origin, trusted):
+        return
+    expected = own if own is not None else "this site (its host is not allowed)"
+    also = " nor CSRF_TRUSTED_ORIGINS or WEBSOCKET_ALLOWED_ORIGINS" if trusted else ""
+    raise HandshakeError(403, f"origin {origin} does not match {expected}{also}")
+
+
+def _own_origin(request: HttpRequest) -> str | None:
+    """``scheme://host[:port]`` of the request, as CsrfViewMiddleware sees it
+    (so SECURE_PROXY_SSL_HEADER and USE_X_FORWARDED_HOST apply)."""
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return None
+    return f"{'https' if request.is_secure() else 'http'}://{host}"
+
+
+def _trusted(origin: str, trusted: Sequence[str]) -> bool:
+    if origin in trusted:
+        return True
+    try:
+        parsed = urlsplit(origin)
     except ValueError:
         # urlsplit() raises on a broken IPv6 literal such as "http://[".
-        host = ""
-    allowed_hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed_hosts:
-        # Django's own rule for an empty ALLOWED_HOSTS in DEBUG.
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    if host and validate_host(host, allowed_hosts):
-        return
-    raise HandshakeError(403, f"Origin {origin!r} is not allowed")
+        return False
+    for pattern in trusted:
+        if "*" not in pattern or pattern == "*":
+            continue
+        allowed = urlsplit(pattern)
+        if allowed.scheme == parsed.scheme and is_same_domain(
+            parsed.netloc, allowed.netloc.lstrip("*")
+        ):
+            return True
+    return False
 
 
 def _select_subprotocol(offered: str, subprotocols: Sequence[str]) -> str | None:

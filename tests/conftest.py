@@ -1,8 +1,11 @@
 """Fixtures for the demos end to end: a live server, a WebSocket client, a browser."""
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -89,6 +92,27 @@ def redis_server() -> Iterator[object]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server (Debian's package) on a free port for the
+    session, stopped by PID; ``create_database(name)`` gives a fresh URL."""
+    from tests.postgres import PG_BIN, PostgresServer
+
+    if PG_BIN is None:
+        pytest.fail("needs Debian's postgresql package (`make deps` installs it)")
+    # Under /tmp rather than pytest's private tmp_path: under root the
+    # server runs as the postgres user and must reach its files.
+    directory = Path(tempfile.mkdtemp(prefix="starter-postgres-"))
+    directory.chmod(0o755)
+    server = PostgresServer(directory / "postgres")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

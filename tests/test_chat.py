@@ -580,6 +580,57 @@ def test_after_resumes_exactly_across_a_server_restart(
     assert seen + missed == sorted(set(seen + missed))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, migrated_database: Path, tmp_path: Path
+) -> str:
+    """A migrated database of each kind the site supports, made for one test."""
+    if request.param == "sqlite":
+        path = tmp_path / "db.sqlite3"
+        shutil.copy(migrated_database, path)
+        return f"sqlite:///{path}"
+    postgres = request.getfixturevalue("postgres_server")
+    url: str = postgres.create_database(f"chat_{os.urandom(4).hex()}")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT * 12,
+    )
+    return url
+
+
+def test_with_atomic_requests_members_see_each_other_and_nothing_is_lost(
+    database_url: str,
+) -> None:
+    """A socket's whole life in one transaction hid each member's messages
+    from the others and, on SQLite, failed the second member's post."""
+    port = free_port()
+    server = ServerProcess(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        port,
+        {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "tests.atomic_settings",
+        },
+    )
+    try:
+        with join(server.url, "lobby", "ada") as ada:
+            history(ada)
+            first = say(ada, "first")
+            with join(server.url, "lobby", "bob") as bob:
+                assert [event["id"] for event in history(bob)] == [first["id"]]
+                second = say(bob, "second")
+                assert next_of(ada, "message") == second
+        with join(server.url, "lobby", "cy") as cy:
+            assert [event["id"] for event in history(cy)] == [first["id"], second["id"]]
+    finally:
+        output = server.final_output()
+    assert "Traceback" not in output, output
+
+
 def http_get(server: ServerProcess, path: str) -> str:
     url = f"http://127.0.0.1:{server.port}{path}"
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:

@@ -33,9 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -47,6 +45,7 @@ from django_websocket.tests.conftest import (
     ServerProcess,
     free_port,
 )
+from tests.postgres import PG_BIN, PostgresServer
 
 T = TypeVar("T")
 
@@ -59,101 +58,10 @@ COLLECTSTATIC = ["collectstatic", "--noinput"]
 HOST = "127.0.0.1"  # the site's name in nginx, ALLOWED_HOSTS and the certificate
 CONNECTIONS = 2000  # held at once by the gevent worker
 
-PG_BIN = max(
-    Path("/usr/lib/postgresql").glob("*/bin"),
-    key=lambda path: float(path.parent.name),  # the newest installed version
-    default=None,
-)
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 # Servers.
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster on a free loopback port, stopped by PID.
-
-    PostgreSQL refuses to run as root, so under root the cluster belongs to
-    the ``postgres`` user. The site connects over TCP with a password, as in
-    production; the fixture itself uses the Unix socket in ``directory``.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.password = secrets.token_urlsafe(16)
-        self.url = f"postgres://starter:{self.password}@{HOST}:{self.port}/starter"
-        self.process: subprocess.Popen[bytes] | None = None
-        as_root = os.geteuid() == 0
-        self._user = {"user": "postgres", "group": "postgres"} if as_root else {}
-        directory.mkdir()
-        if as_root:
-            shutil.chown(directory, "postgres", "postgres")
-
-    def start(self) -> None:
-        data = self.directory / "data"
-        self._run([PG_BIN / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8",
-                   "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
-                   "--no-sync"])  # fmt: skip
-        postgres = [PG_BIN / "postgres", "-D", data, "-p", str(self.port),
-                    "-k", self.directory, "-c", f"listen_addresses={HOST}",
-                    "-c", "fsync=off", "-c", "synchronous_commit=off"]  # fmt: skip
-        with open(self.directory / "postgres.log", "wb") as log:
-            self.process = subprocess.Popen(
-                postgres,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                **self._user,
-            )
-        deadline = time.monotonic() + TIMEOUT * 2
-        while True:
-            try:
-                admin = self._connect()
-                break
-            except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    log_text = (self.directory / "postgres.log").read_text()
-                    raise RuntimeError(f"postgres did not start:\n{log_text}") from None
-                time.sleep(0.1)
-        # What docs/deploy.md does with createuser and createdb.
-        with admin:
-            admin.execute(
-                sql.SQL("CREATE ROLE starter LOGIN PASSWORD {}").format(self.password)
-            )
-            admin.execute("CREATE DATABASE starter OWNER starter")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGINT)  # "fast" shutdown
-            try:
-                self.process.wait(TIMEOUT * 2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(TIMEOUT)
-            self.process = None
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=str(self.directory),
-            port=self.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=2,
-        )
-
-    def _run(self, args: list[Any]) -> None:
-        subprocess.run(
-            args,
-            check=True,
-            capture_output=True,
-            timeout=TIMEOUT * 6,
-            cwd=self.directory,
-            **self._user,
-        )
 
 
 class NginxServer:
@@ -316,6 +224,10 @@ def deployment() -> Iterator[Deployment]:
                 timeout=TIMEOUT * 6,
             )
             assert result.returncode == 0, result.stderr
+        http_port, https_port = free_port(), free_port()
+        # nginx passes $host, without the port: on a port other than 443 the
+        # site's origin must be trusted by name, as for Django's CSRF check.
+        env["DJANGO_CSRF_TRUSTED_ORIGINS"] = f"https://{HOST}:{https_port}"
         instances = {}
         for worker_class in ("gthread", "gevent"):
             port = free_port()
@@ -328,7 +240,6 @@ def deployment() -> Iterator[Deployment]:
             instances[worker_class] = ServerProcess(GUNICORN, port, instance_env)
             started.append(instances[worker_class])
         cert, key = _self_signed_certificate(directory)
-        http_port, https_port = free_port(), free_port()
         nginx = NginxServer(
             directory,
             {
@@ -589,6 +500,7 @@ def test_echo_works_through_nginx_on_both_instances(deployment):
             async with connect(
                 f"{deployment.ws_url}/echo/ws/",
                 ssl=deployment.tls,
+                origin=deployment.url,  # type: ignore[arg-type]
                 open_timeout=TIMEOUT,
                 close_timeout=TIMEOUT,
             ) as websocket:
@@ -603,6 +515,34 @@ def test_echo_works_through_nginx_on_both_instances(deployment):
         return len(served)
 
     assert _run_async(echo()) == 2
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.test", "http://{host}:{port}"],  # another site; plain HTTP
+)
+def test_a_foreign_origin_is_refused_through_nginx(deployment, origin):
+    origin = origin.format(host=HOST, port=deployment.url.rsplit(":", 1)[1])
+
+    async def handshake() -> None:
+        async with connect(
+            f"{deployment.ws_url}/echo/ws/",
+            ssl=deployment.tls,
+            origin=origin,  # type: ignore[arg-type]
+            open_timeout=TIMEOUT,
+        ):
+            pass
+
+    with pytest.raises(InvalidStatus) as refused:
+        _run_async(handshake())
+    assert refused.value.response.status_code == 403
+    assert (
+        refused.value.response.body
+        == (
+            f"origin {origin} does not match https://{HOST} "
+            "nor CSRF_TRUSTED_ORIGINS or WEBSOCKET_ALLOWED_ORIGINS\n"
+        ).encode()
+    )
 
 
 def test_chat_members_on_different_instances_see_each_other(deployment):

@@ -97,11 +97,15 @@ def raw(live_server: LiveServer) -> Iterator[Callable[..., RawWebSocket]]:
 
 
 def raw_request(
-    server: LiveServer, path: str, headers: dict[str, str], method: str = "GET"
+    server: LiveServer | ServerProcess,
+    path: str,
+    headers: dict[str, str],
+    method: str = "GET",
+    version: str = "HTTP/1.1",
 ) -> RawResponse:
     """Send one HTTP request over a plain socket and read the response head
     and, when there is one, the body."""
-    lines = [f"{method} {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
+    lines = [f"{method} {path} {version}"] + [f"{k}: {v}" for k, v in headers.items()]
     with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         data = b""
@@ -130,6 +134,8 @@ def free_port() -> int:
 
 class ServerProcess:
     """A server started as a subprocess on 127.0.0.1:port, stopped by PID."""
+
+    host = "127.0.0.1"
 
     def __init__(self, args: Sequence[str], port: int, env: dict[str, str]) -> None:
         self.port = port

@@ -24,10 +24,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
+if os.environ.get("DJANGO_WEBSOCKET_TESTS_MIDDLEWARE"):
+    MIDDLEWARE.append("django_websocket.middleware.WebSocketMiddleware")
+WEBSOCKET_ACCEPT_ALL = bool(os.environ.get("DJANGO_WEBSOCKET_TESTS_ACCEPT_ALL"))
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DJANGO_WEBSOCKET_TESTS_DB", ":memory:"),
+        "ATOMIC_REQUESTS": bool(os.environ.get("DJANGO_WEBSOCKET_TESTS_ATOMIC")),
     }
 }
 if os.environ.get("REDIS_URL"):

@@ -25,8 +25,8 @@ SERVERS = [
 ]
 
 
-def _handshake_bytes(path: str) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in HANDSHAKE.items())]
+def _handshake_bytes(path: str, version: str = "HTTP/1.1") -> bytes:
+    lines = [f"GET {path} {version}", *(f"{k}: {v}" for k, v in HANDSHAKE.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -64,6 +64,16 @@ def test_echo_works_and_nothing_follows_the_closing_handshake(server_process, se
         assert received.startswith(b"HTTP/1.1 101 Switching Protocols")
         sock.sendall(_client_frame(Opcode.CLOSE, Close(1000, "").serialize()))
         assert _read_to_eof(sock) == b"\x88\x02\x03\xe8"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_http_10_upgrade_is_refused_with_400(server_process, server):
+    process = server_process(*server)
+    with socket.create_connection(("127.0.0.1", process.port), timeout=TIMEOUT) as sock:
+        sock.sendall(_handshake_bytes("/echo/", "HTTP/1.0"))
+        response = _read_to_eof(sock)
+    assert response.startswith(b"HTTP/1.") and b" 400 " in response.split(b"\r\n")[0]
+    assert b"WebSocket handshake requires HTTP/1.1 or later, got 'HTTP/1.0'" in response
 
 
 @pytest.mark.parametrize("server", SERVERS)

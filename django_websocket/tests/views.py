@@ -290,3 +290,77 @@ def pings_then_closes(request: WebSocketRequest) -> None:
     while request.websocket.wait() is not None:
         pass
     observed.put(("pong after close", pong.is_set()))
+
+
+@require_websocket(allowed_origins=["https://one.example.org"])
+def allows_one_origin(request: WebSocketRequest) -> None:
+    request.websocket.wait()
+
+
+@require_websocket(allowed_origins=["*"])
+def any_origin(request: WebSocketRequest) -> None:
+    request.websocket.wait()
+
+
+@accept_websocket
+def in_transaction(request: HttpRequest) -> HttpResponse | None:
+    """Tells whether the view runs inside a transaction (ATOMIC_REQUESTS)."""
+    inside = str(connection.in_atomic_block)
+    if not request.is_websocket():  # type: ignore[attr-defined]
+        return HttpResponse(inside)
+    request.websocket.send(inside)  # type: ignore[attr-defined]
+    request.websocket.wait()  # type: ignore[attr-defined]
+    return None
+
+
+def session_start(request: HttpRequest) -> HttpResponse:
+    request.session["count"] = 0
+    return HttpResponse("started")
+
+
+def session_show(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"count={request.session.get('count')}")
+
+
+@require_websocket
+def session_count(request: WebSocketRequest) -> None:
+    """Counts the client's visits in its session, says the count, returns."""
+    request.session["count"] = request.session.get("count", 0) + 1
+    request.websocket.send(str(request.session["count"]))
+
+
+@require_websocket
+def answers_once(request: WebSocketRequest) -> None:
+    # In the spirit of django-websocket 0.3's README: one answer, then done.
+    message = request.websocket.wait()
+    request.websocket.send(f"you said {message}")
+
+
+@accept_websocket
+def lower(request):  # type: ignore[no-untyped-def]
+    # django-websocket 0.3's README: a page for HTTP, a service for WebSockets.
+    if not request.is_websocket():
+        return HttpResponse("<p>Connect a WebSocket here to lower-case text.</p>")
+    for message in request.websocket:
+        request.websocket.send(message.lower())
+
+
+def undecorated(request):  # type: ignore[no-untyped-def]
+    """A plain view, for WebSocketMiddleware and WEBSOCKET_ACCEPT_ALL."""
+    if not request.is_websocket():
+        return HttpResponse(f"plain HTTP, websocket={request.websocket}")
+    request.websocket.send(str(request.websocket.read("nothing yet")))
+    request.websocket.send(request.websocket.wait())
+    return None
+
+
+@require_websocket
+def fallback(request: WebSocketRequest) -> None:
+    ws = request.websocket
+    ws.send(f"fallback: {ws.read('-')}")
+    for _ in range(500):
+        message = ws.read(None)
+        if message is not None:
+            ws.send(f"read: {message}")
+            return
+        threading.Event().wait(0.01)
