@@ -6,11 +6,13 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Any
@@ -602,20 +604,38 @@ def database_url(
     return url
 
 
+@pytest.fixture
+def site(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start runserver processes on *database_url* with tests/server_settings.py
+    and its environment switches; each one is stopped by its PID."""
+    started: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        port = free_port()
+        args = [sys.executable, "manage.py", "runserver", "--noreload"]
+        server = ServerProcess(
+            [*args, f"127.0.0.1:{port}"],
+            port,
+            {
+                "DATABASE_URL": database_url,
+                "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+                **env,
+            },
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 def test_with_atomic_requests_members_see_each_other_and_nothing_is_lost(
-    database_url: str,
+    site: Callable[..., ServerProcess],
 ) -> None:
     """A socket's whole life in one transaction hid each member's messages
     from the others and, on SQLite, failed the second member's post."""
-    port = free_port()
-    server = ServerProcess(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        port,
-        {
-            "DATABASE_URL": database_url,
-            "DJANGO_SETTINGS_MODULE": "tests.atomic_settings",
-        },
-    )
+    server = site(STARTER_TEST_ATOMIC="1")
     try:
         with join(server.url, "lobby", "ada") as ada:
             history(ada)
@@ -688,3 +708,132 @@ def test_two_server_processes_share_rooms_and_presence_through_redis(
             "redis is back",
         ]
     assert one.process.poll() is None and two.process.poll() is None
+
+
+def stored_ids(base: str, room: str = "lobby") -> list[int]:
+    """Every message id of *room*, read as a client resuming from 0 would."""
+    with join(base, room, "auditor", after=0) as auditor:
+        return [event["id"] for event in history(auditor)]
+
+
+SENDERS, POSTS, READERS = 6, 30, 4
+
+
+def test_concurrent_senders_leave_no_gap_in_any_readers_stream(
+    site: Callable[..., ServerProcess],
+) -> None:
+    """Every post gets one answer: its message back, or an error saying
+    whether it was stored. Every stored message reaches every reader."""
+    server = site(STARTER_TEST_CHAT_RATE_LIMIT="100000,1")
+    answers: list[Event] = []
+
+    def send_all(sender: int) -> None:
+        with join(server.url, "lobby", f"sender{sender}") as ws:
+            history(ws)
+            for n in range(POSTS):
+                answer = post_raw(
+                    ws, json.dumps({"type": "message", "text": f"{sender}:{n}"})
+                )
+                # Someone else's message is not an answer to this post.
+                while answer["type"] == "message" and answer["text"] != f"{sender}:{n}":
+                    answer = post_raw_next(ws)
+                answers.append(answer)
+
+    readers = [join(server.url, "lobby", f"reader{n}") for n in range(READERS)]
+    try:
+        connections = [reader.__enter__() for reader in readers]
+        for ws in connections:
+            history(ws)
+        with ThreadPoolExecutor(SENDERS) as pool:
+            list(pool.map(send_all, range(SENDERS)))
+        assert len(answers) == SENDERS * POSTS
+        errors = [event for event in answers if event["type"] == "error"]
+        assert all(not event["stored"] for event in errors), errors
+        stored = stored_ids(server.url)
+        assert sorted(e["id"] for e in answers if e["type"] == "message") == stored
+        for ws in connections:
+            seen = [
+                event["id"]
+                for event in receive_until(ws, lambda e: e.get("id") == stored[-1])
+                if event["type"] == "message"
+            ]
+            assert sorted(set(seen)) == stored
+    finally:
+        for reader in readers:
+            reader.__exit__(None, None, None)
+        output = server.final_output()
+    assert "Traceback" not in output, output
+
+
+def post_raw(ws: ClientConnection, data: str) -> Event:
+    """Send *data* as it is; the next error or message event."""
+    ws.send(data)
+    return post_raw_next(ws)
+
+
+def post_raw_next(ws: ClientConnection) -> Event:
+    return receive_until(ws, lambda e: e["type"] in ("error", "message"))[-1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"type": "message", "text": "lone \\ud800 surrogate"}',
+        '{"type": "message", "text": "a NUL \\u0000 inside"}',
+        '{"type": "message", "text": "x", "deep": ' + "[" * 30000 + "]" * 30000 + "}",
+    ],
+    ids=["surrogate", "nul", "deep-json"],
+)
+def test_unstorable_input_gets_an_error_event_and_the_connection_stays_usable(
+    site: Callable[..., ServerProcess], data: str
+) -> None:
+    server = site()
+    with join(server.url, "lobby", "ada") as ada:
+        history(ada)
+        answer = post_raw(ada, data)
+        assert answer["type"] == "error" and answer["stored"] is False, answer
+        kept = say(ada, "still here")
+    assert stored_ids(server.url) == [kept["id"]]
+    output = server.final_output()
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("pragma", "reason"),
+    [
+        ("PRAGMA query_only=ON;", "it is read-only"),
+        ("PRAGMA max_page_count={pages};", "its disk is full"),
+    ],
+    ids=["read-only", "disk-full"],
+)
+def test_a_database_that_refuses_writes_gets_an_error_saying_not_stored(
+    site: Callable[..., ServerProcess], database_url: str, pragma: str, reason: str
+) -> None:
+    path = database_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path)) as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    server = site(STARTER_TEST_SQLITE_INIT=pragma.format(pages=pages))
+    answers = []
+    with join(server.url, "lobby", "ada") as ada:
+        history(ada)
+        for n in range(100):  # until the file has to grow
+            answers.append(
+                post_raw(ada, json.dumps({"type": "message", "text": f"{n:04} " * 300}))
+            )
+            if answers[-1]["type"] == "error":
+                break
+        error = answers[-1]
+        assert error == {
+            "type": "error",
+            "stored": False,
+            "message": f"your message was not stored: the database refused it "
+            f"({reason}); try again in a moment",
+        }
+        assert not ada.close_code
+    stored = [answer["id"] for answer in answers if answer["type"] == "message"]
+    output = server.final_output()
+    assert "Traceback" not in output, output
+    assert "not stored" in output
+    with closing(sqlite3.connect(path)) as db:
+        assert [row[0] for row in db.execute("SELECT id FROM chat_message")] == stored

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 
 from apps.chat.models import Message, Room
@@ -31,6 +32,7 @@ ROOM_NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 MAX_NICKNAME_LENGTH = 32
 MAX_TEXT_LENGTH = 2000  # Message.text's max_length
 SESSION_KEY = "chat_nickname"
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # Settings of the chat app, read at call time so that tests can override them.
 DEFAULTS: dict[str, Any] = {
@@ -62,8 +64,13 @@ class JoinError(Exception):
 
 
 class ChatError(Exception):
-    """A client's mistake, answered with an error event; the connection
+    """What the client sent was refused or not fully handled: answered with
+    an error event that says whether the message was stored; the connection
     stays open."""
+
+    def __init__(self, message: str, *, stored: bool = False) -> None:
+        super().__init__(message)
+        self.stored = stored
 
 
 # Names.
@@ -202,6 +209,10 @@ def parse_message(data: str | bytes) -> str:
         raise ChatError('"text" must be a non-empty string')
     if len(text) > MAX_TEXT_LENGTH:
         raise ChatError(f"text is longer than {MAX_TEXT_LENGTH} characters")
+    if UNSTORABLE.search(text):
+        # JSON can spell lone surrogates (not UTF-8) and NUL (which
+        # PostgreSQL text refuses); neither is text a person typed.
+        raise ChatError('"text" must not contain NUL characters or lone surrogates')
     return text
 
 
@@ -227,7 +238,17 @@ def post(websocket: WebSocket, room: Room, author: str, text: str) -> None:
             message stays stored and its author gets it back directly; the
             others get it from history when they next connect.
     """
-    message = Message.objects.create(room=room, author=author, text=text)
+    try:
+        # One transaction for the message and what post_save adds (the live
+        # search index): stored whole, or not at all and the author is told.
+        with transaction.atomic():
+            message = Message.objects.create(room=room, author=author, text=text)
+    except DatabaseError as error:
+        logger.error("Message from %s in %s not stored: %s", author, room.name, error)
+        raise ChatError(
+            "your message was not stored: the database refused it "
+            f"({_database_reason(error)}); try again in a moment"
+        ) from error
     event = message_event(message)
     try:
         groups.publish(group_name(room), _encode(event))
@@ -236,8 +257,23 @@ def post(websocket: WebSocket, room: Room, author: str, text: str) -> None:
         send_event(websocket, **event)
         raise ChatError(
             f"message {message.id} is saved, but the room cannot be reached "
-            "right now: the others will see it when they reconnect"
+            "right now: the others will see it when they reconnect",
+            stored=True,
         ) from error
+
+
+def _database_reason(error: DatabaseError) -> str:
+    """A few words for the author, from the database's own message."""
+    text = str(error).lower()
+    for needle, words in (
+        ("locked", "it is busy"),
+        ("full", "its disk is full"),
+        ("readonly", "it is read-only"),
+        ("read-only", "it is read-only"),
+    ):
+        if needle in text:
+            return words
+    return "an error on the server"
 
 
 # Serializes reading and publishing presence in this process, so that two

@@ -62,7 +62,9 @@ def socket(request: WebSocketRequest, name: str) -> None:
                 limit.check()
                 rooms.post(websocket, room, user, rooms.parse_message(data))
             except rooms.ChatError as error:
-                rooms.send_event(websocket, "error", message=str(error))
+                rooms.send_event(
+                    websocket, "error", message=str(error), stored=error.stored
+                )
     finally:
         groups.untrack(websocket, group)
         rooms.announce_presence(room)
