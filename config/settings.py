@@ -192,3 +192,18 @@ if os.environ.get("REDIS_URL"):
         "BACKEND": "django_websocket.groups.redis.RedisBackend",
         "OPTIONS": {"url": os.environ["REDIS_URL"]},
     }
+
+# Cache: in-process by default; REDIS_URL puts it in Redis, so that the counts
+# kept there (the rate limits of apps/ratelimit.py) span processes and hosts.
+# https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            # A Redis that is down fails a check within a second (the
+            # attempt is then let through) instead of holding the view.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }

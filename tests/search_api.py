@@ -6,7 +6,9 @@ It answers in the response shapes of Algolia's Hacker News search
 (``/searxng/search?format=json``). Results change between polls: the n-th
 successful answer for a query lists items n + 10 down to 1, newest first,
 so each poll adds one on top. ``fail()`` makes the next requests fail (500,
-slow, malformed JSON, 429 with ``Retry-After``); every request is recorded.
+slow, malformed JSON, 429 with ``Retry-After``, a body or headers trickling
+one byte at a time, a body far over any sane size); every request is
+recorded, and so are the requests still open and the bytes sent.
 """
 
 import copy
@@ -32,7 +34,16 @@ ENDPOINTS = {
     "/wikipedia/w/api.php": ("wikipedia", "srsearch"),
     "/searxng/search": ("searxng", "q"),
 }
-FAILURES = {"500", "slow", "malformed", "429"}
+FAILURES = {
+    "500",
+    "slow",
+    "malformed",
+    "429",
+    "trickle",  # the headers, then one byte of body every trickle_seconds
+    "trickle-headers",  # the status line, then one header byte at a time
+    "huge",  # huge_bytes of JSON, announced in Content-Length
+    "huge-unsized",  # the same without Content-Length, ended by closing
+}
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -50,16 +61,25 @@ class SearchApi:
         url: ``http://127.0.0.1:<port>`` once started.
         retry_after: The ``Retry-After`` header of 429 answers, in seconds.
         slow_seconds: How long a "slow" answer takes (teardown cuts it short).
+        trickle_seconds: The pause between two bytes of a "trickle" answer,
+            which goes on until the client leaves (or teardown).
+        huge_bytes: The size of a "huge" answer's body.
     """
 
     def __init__(self) -> None:
         self.retry_after = 1
         self.slow_seconds = 10.0
-        # Protects _requests, _failures and _answers (handler threads).
+        self.trickle_seconds = 0.1
+        self.huge_bytes = 32 * 1024 * 1024
+        # Protects the attributes below (handler threads).
         self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._failures: list[str] = []
         self._answers: Counter[tuple[str, str]] = Counter()
+        self._open = 0  # requests being answered
+        self._waiting = 0  # "slow" requests waiting to be answered
+        self._most_waiting = 0
+        self._body_bytes_sent = 0
         # Set at teardown: slow answers stop waiting.
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -105,6 +125,22 @@ class SearchApi:
     def count(self, query: str) -> int:
         return len(self.requests(query))
 
+    def open_requests(self) -> int:
+        """Requests whose answer is still being sent (their handler runs)."""
+        with self._lock:
+            return self._open
+
+    def most_waiting(self) -> int:
+        """The most "slow" requests that were waiting for an answer at once:
+        how many requests the client had in flight."""
+        with self._lock:
+            return self._most_waiting
+
+    def body_bytes_sent(self) -> int:
+        """Bytes of "huge" bodies the client took before it hung up."""
+        with self._lock:
+            return self._body_bytes_sent
+
     def sources(self, *, timeout: float) -> dict[str, Any]:
         """The default ``LIVESEARCH_SOURCES``, the remote ones pointed here
         (and labelled without the real service's location)."""
@@ -128,7 +164,22 @@ class SearchApi:
             return failure, self._answers[api, query]
 
     def _wait_slowly(self) -> None:
-        self._released.wait(self.slow_seconds)
+        with self._lock:
+            self._waiting += 1
+            self._most_waiting = max(self._most_waiting, self._waiting)
+        try:
+            self._released.wait(self.slow_seconds)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _count_open(self, change: int) -> None:
+        with self._lock:
+            self._open += change
+
+    def _sent(self, count: int) -> None:
+        with self._lock:
+            self._body_bytes_sent += count
 
 
 def answer(api: str, query: str, generation: int) -> dict[str, Any]:
@@ -226,6 +277,15 @@ def _handler(api: SearchApi) -> type[BaseHTTPRequestHandler]:
         timeout = 10
 
         def do_GET(self) -> None:
+            api._count_open(1)
+            try:
+                self._answer()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a deadline, a size cap): the test
+            finally:
+                api._count_open(-1)
+
+        def _answer(self) -> None:
             url = urlsplit(self.path)
             if url.path not in ENDPOINTS:
                 self._reply(404, {"message": f"no {url.path} here"})
@@ -243,6 +303,12 @@ def _handler(api: SearchApi) -> type[BaseHTTPRequestHandler]:
             elif failure == "429":
                 headers = {"Retry-After": str(api.retry_after)}
                 self._reply(429, {"message": "Too many requests"}, headers)
+            elif failure == "trickle":
+                self._trickle_body()
+            elif failure == "trickle-headers":
+                self._trickle_headers()
+            elif failure in {"huge", "huge-unsized"}:
+                self._huge(sized=failure == "huge")
             else:
                 self._reply(200, answer(name, query, generation))
 
@@ -261,6 +327,37 @@ def _handler(api: SearchApi) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its timeout): that is the test
 
+        def _trickle_body(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b'{"hits": [')
+            while not api._released.wait(api.trickle_seconds):
+                self.wfile.write(b" ")
+
+        def _trickle_headers(self) -> None:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+            while not api._released.wait(api.trickle_seconds):
+                self.wfile.write(b"a")
+
+        def _huge(self, *, sized: bool) -> None:
+            head, tail = b'{"hits": [], "padding": "', b'"}'
+            chunk = b"x" * 65536
+            padding = api.huge_bytes - len(head) - len(tail)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            if sized:
+                self.send_header("Content-Length", str(api.huge_bytes))
+            self.end_headers()
+            self.wfile.write(head)
+            while padding > 0:
+                part = chunk[:padding]
+                self.wfile.write(part)
+                api._sent(len(part))
+                padding -= len(part)
+            self.wfile.write(tail)
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: the tests read requests(), not a log
 
@@ -271,11 +368,12 @@ def pollers_stopped(timeout: float) -> Iterator[None]:
     """Wait, after the test, for every poller thread to end (bounded)."""
     yield
     deadline = time.monotonic() + timeout
-    while pusher.polling() or _poller_threads():
+    while pusher.polling() or livesearch_threads():
         if time.monotonic() > deadline:
-            raise AssertionError(f"pollers still running: {_poller_threads()}")
+            raise AssertionError(f"pollers still running: {livesearch_threads()}")
         time.sleep(0.01)
 
 
-def _poller_threads() -> list[str]:
+def livesearch_threads() -> list[str]:
+    """The names of the live search threads of this process (its fetchers)."""
     return [t.name for t in threading.enumerate() if t.name.startswith("livesearch ")]

@@ -5,15 +5,18 @@ import inspect
 import io
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.apps import apps
+from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 from markupsafe import escape
@@ -23,13 +26,14 @@ from apps.livesearch import index, pusher, views
 from apps.livesearch.conf import DEFAULTS
 from apps.livesearch.sources import LocalSource
 from tests.conftest import TIMEOUT
-from tests.search_api import SearchApi, pollers_stopped
+from tests.search_api import SearchApi, livesearch_threads, pollers_stopped
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
 
 INTERVAL = 0.3  # LIVESEARCH_INTERVAL in these tests
 MAX_BACKOFF = 1.0
 SOURCE_TIMEOUT = 0.3
+DEADLINE = 1.0  # LIVESEARCH_REQUEST_DEADLINE
 SLACK = 0.9  # timers may fire a little early, measured from another thread
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "howto" / "livesearch-sources.md"
@@ -42,11 +46,25 @@ def _pollers_stop() -> Iterator[None]:
     yield from pollers_stopped(TIMEOUT)
 
 
+@pytest.fixture(autouse=True)
+def _counts_cleared() -> Iterator[None]:
+    """Rate limits start from nothing in each test (they live in the cache)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def api(settings: Any, search_api: SearchApi) -> SearchApi:
-    """The fake APIs, with LIVESEARCH_* settings pointing the sources at them."""
+    """The fake APIs, with LIVESEARCH_* settings pointing the sources at them.
+
+    Every test client comes from 127.0.0.1, so the rate limit is out of the
+    way unless a test sets it.
+    """
     settings.LIVESEARCH_INTERVAL = INTERVAL
     settings.LIVESEARCH_MAX_BACKOFF = MAX_BACKOFF
+    settings.LIVESEARCH_REQUEST_DEADLINE = DEADLINE
+    settings.LIVESEARCH_RATE_LIMIT = (100_000, 60.0)
     settings.LIVESEARCH_SOURCES = search_api.sources(timeout=SOURCE_TIMEOUT)
     return search_api
 
@@ -74,12 +92,46 @@ def new_titles(event: dict[str, Any]) -> list[str]:
     return [result["title"] for result in event["results"] if result["new"]]
 
 
+def receive_results_for(ws: ClientConnection, query: str) -> dict[str, Any]:
+    """The next results of *query*, skipping pushes of the previous search."""
+    deadline = time.monotonic() + TIMEOUT
+    while (event := receive(ws, deadline - time.monotonic())).get("query") != query:
+        pass
+    assert event["type"] == "results", event
+    return event
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}")
         time.sleep(0.01)
+
+
+@contextmanager
+def most_threads() -> Iterator[list[str]]:
+    """The live search threads at the busiest moment of the block, sampled
+    every few milliseconds from another thread."""
+    peak: list[str] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.002):
+            if len(threads := livesearch_threads()) > len(peak):
+                peak[:] = threads
+
+    sampler = threading.Thread(target=sample, name="thread sampler")
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join(TIMEOUT)
+
+
+def host(api: SearchApi) -> str:
+    return api.url.removeprefix("http://")
 
 
 # Pushes
@@ -335,6 +387,135 @@ def test_a_misconfigured_source_is_reported_and_breaks_nothing_else(
         while (event := receive(ws))["type"] == "error":
             pass
     assert titles(event) == ["ada in #lobby"]
+
+
+@pytest.mark.parametrize("trickle", ["trickle", "trickle-headers"])
+def test_a_trickling_upstream_is_dropped_at_the_deadline_and_nothing_stays_open(
+    api: SearchApi, ws_connect: WsConnect, trickle: str
+) -> None:
+    """A byte every 0.1 s never trips the 0.3 s read timeout; the total
+    deadline ends the request, and the socket goes with it."""
+    api.fail(trickle)
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        assert receive(ws, timeout=DEADLINE + TIMEOUT) == {
+            "type": "error",
+            "message": f"Hacker News: {host(api)} did not finish answering within"
+            f" {DEADLINE:g} s; retrying in {INTERVAL * 2:g} s",
+        }
+    wait_until(
+        lambda: api.open_requests() == 0 and not livesearch_threads(),
+        "the upstream request and the fetchers end",
+    )
+
+
+@pytest.mark.parametrize("huge", ["huge", "huge-unsized"])
+def test_an_answer_over_the_size_limit_is_an_error_and_is_never_read_whole(
+    api: SearchApi, ws_connect: WsConnect, settings: Any, huge: str
+) -> None:
+    settings.LIVESEARCH_MAX_RESPONSE_SIZE = 64 * 1024
+    api.fail(huge)
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        assert receive(ws) == {
+            "type": "error",
+            "message": f"Hacker News: {host(api)} sent an answer larger than"
+            f" 64 KiB; retrying in {INTERVAL * 2:g} s",
+        }
+    wait_until(lambda: api.open_requests() == 0, "the upstream request ends")
+    # What the server got out before the client hung up: socket buffers at
+    # most, nowhere near the whole body.
+    assert api.body_bytes_sent() < api.huge_bytes / 2
+
+
+def test_an_unreachable_upstream_is_reported_in_plain_words(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    sources = api.sources(timeout=SOURCE_TIMEOUT)
+    sources["hn"]["OPTIONS"]["url"] = f"http://127.0.0.1:{port}/hn"
+    settings.LIVESEARCH_SOURCES = sources
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        assert receive(ws) == {
+            "type": "error",
+            "message": f"Hacker News: cannot reach 127.0.0.1:{port} (the"
+            f" connection was refused); retrying in {INTERVAL * 2:g} s",
+        }
+
+
+# Bounds
+
+
+def test_200_distinct_queries_from_one_connection_leave_one_search_and_the_pool(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    """Each search replaces the previous one at once; a fixed pool of fetchers,
+    not a thread per query, runs the searches."""
+    fetchers = 4
+    settings.LIVESEARCH_FETCHERS = fetchers
+    api.slow_seconds = 0.2  # every answer takes a while
+    api.fail("slow", times=200)
+    with ws_connect("/livesearch/ws/") as ws, most_threads() as peak:
+        for n in range(200):
+            search(ws, f"query {n}")
+        receive_results_for(ws, "query 199")
+        assert pusher.polling() == [("hn", "query 199")]
+    assert len(peak) <= fetchers, peak
+    assert api.most_waiting() <= fetchers  # upstream requests in flight at once
+    assert api.count("query 199") >= 1
+
+
+def test_past_the_cap_on_distinct_queries_a_new_one_is_refused(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    settings.LIVESEARCH_MAX_QUERIES = 2
+    with (
+        ws_connect("/livesearch/ws/") as one,
+        ws_connect("/livesearch/ws/") as two,
+        ws_connect("/livesearch/ws/") as three,
+    ):
+        search(one, "alpha")
+        search(two, "beta")
+        receive_results(one)
+        receive_results(two)
+        search(three, "gamma")
+        assert receive(three) == {
+            "type": "error",
+            "message": "the server already follows 2 different searches, its"
+            " limit; try again in a while",
+        }
+        assert pusher.polling() == [("hn", "alpha"), ("hn", "beta")]
+        search(three, "alpha")  # one already polled is always open
+        assert receive_results_for(three, "alpha")
+        search(two, "delta")  # leaving "beta" makes room
+        assert receive_results_for(two, "delta")
+        assert pusher.polling() == [("hn", "alpha"), ("hn", "delta")]
+
+
+def test_the_rate_limit_on_searches_survives_a_reconnect(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    settings.LIVESEARCH_RATE_LIMIT = (3, 60.0)
+    refused = re.compile(
+        r"^too many searches: 3 every 60 s at most; try again in \d+ s$"
+    )
+    with ws_connect("/livesearch/ws/") as ws:
+        for query in ["one", "two", "three"]:
+            search(ws, query)
+            receive_results_for(ws, query)
+        search(ws, "four")
+        while (event := receive(ws))["type"] == "results":
+            pass
+        assert refused.match(event["message"]), event
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "five")
+        event = receive(ws)
+        assert event["type"] == "error"
+        assert refused.match(event["message"]), event
+    assert api.count("four") == api.count("five") == 0
 
 
 @pytest.mark.parametrize(

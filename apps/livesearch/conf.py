@@ -15,6 +15,19 @@ DEFAULTS: dict[str, Any] = {
     "LIVESEARCH_INTERVAL": 30.0,
     # Longest wait, in seconds, before retrying a failing source.
     "LIVESEARCH_MAX_BACKOFF": 300.0,
+    # Threads per process that run the searches of every query, in turns.
+    "LIVESEARCH_FETCHERS": 8,
+    # Distinct (source, query) pairs one process polls at most; past it, a
+    # search for another one gets an error event.
+    "LIVESEARCH_MAX_QUERIES": 500,
+    # Searches one client may send: (count, seconds), counted per client
+    # address and per session or user in Django's default cache.
+    "LIVESEARCH_RATE_LIMIT": (20, 60.0),
+    # Seconds an upstream request may take in all: connecting, sending, and
+    # reading the whole answer, however slowly it trickles in.
+    "LIVESEARCH_REQUEST_DEADLINE": 10.0,
+    # The largest answer read from an upstream, in bytes (decompressed).
+    "LIVESEARCH_MAX_RESPONSE_SIZE": 1024 * 1024,
     # The sources the page offers, shaped like CACHES: name -> BACKEND (a
     # class path), LABEL (shown in the picker) and OPTIONS (its arguments).
     "LIVESEARCH_SOURCES": {

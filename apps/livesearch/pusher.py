@@ -1,13 +1,20 @@
-"""Shared polling: one thread per distinct (source, query), however many
-connections follow it.
+"""Shared polling: every distinct (source, query) polled once per process,
+however many connections follow it, by a fixed pool of fetcher threads.
 
-The first connection to search for a query starts its poller thread, which
-searches at once, then every ``LIVESEARCH_INTERVAL`` seconds, and sends each
-push to every connection following the query; a connection that joins later
-gets the latest push at once. A connection follows one query at a time: a new
-search replaces the previous one. The thread stops when its last follower
-leaves. A failing source is reported as an error event and retried after a
-capped exponential backoff (longer if it sent ``Retry-After``); followers stay
+The first connection to search for a query registers a poller for it, which
+is due at once; then every ``LIVESEARCH_INTERVAL`` seconds after each search.
+A pool of at most ``LIVESEARCH_FETCHERS`` threads takes the pollers in the
+order they fall due, searches, and sends the push to every connection
+following the query; a connection that joins later gets the latest push at
+once. A connection follows one query at a time: a new search replaces the
+previous one at once, and a query nobody follows any more is dropped from
+the schedule (a search already under way for it ends within
+``LIVESEARCH_REQUEST_DEADLINE`` and is thrown away). Fetchers start with the
+first poller and end when there are fewer pollers than fetchers, so an idle
+process holds no thread. At most ``LIVESEARCH_MAX_QUERIES`` queries are
+polled at once; a search for another one is refused with an error event. A
+failing source is reported as an error event and retried after a capped
+exponential backoff (longer if it sent ``Retry-After``); followers stay
 subscribed meanwhile.
 
 Polling is per process: with several server processes, each one polls the
@@ -22,6 +29,8 @@ Events, as JSON text::
     {"type": "error", "message": "Hacker News: ... retrying in 60 s"}
 """
 
+import heapq
+import itertools
 import json
 import logging
 import threading
@@ -42,6 +51,10 @@ MAX_QUERY_LENGTH = 200
 Event = dict[str, Any]
 
 
+class SearchRefused(ValueError):
+    """A search the server does not run; the message says why, for the user."""
+
+
 def parse_search(message: Message) -> tuple[str, str]:
     """Read ``{"type": "search", "query": ..., "source": ...}`` from the page.
 
@@ -52,28 +65,28 @@ def parse_search(message: Message) -> tuple[str, str]:
         The source name and the query.
 
     Raises:
-        ValueError: With a message for the user, if the search is malformed,
-            empty, too long, or names an unknown source.
+        SearchRefused: With a message for the user, if the search is
+            malformed, empty, too long, or names an unknown source.
     """
     try:
         data = json.loads(message)
     except ValueError:
         data = None
     if not isinstance(data, dict) or data.get("type") != "search":
-        raise ValueError('send {"type": "search", "query": "...", "source": "..."}')
+        raise SearchRefused('send {"type": "search", "query": "...", "source": "..."}')
     query = data.get("query")
     query = " ".join(query.split()) if isinstance(query, str) else ""
     if not query:
-        raise ValueError("type something to search for")
+        raise SearchRefused("type something to search for")
     if len(query) > MAX_QUERY_LENGTH:
-        raise ValueError(
+        raise SearchRefused(
             f"the query is {len(query)} characters long; the limit is"
             f" {MAX_QUERY_LENGTH}"
         )
     names = [name for name, _ in sources.configured()]
     source = data.get("source", names[0] if names else None)
     if source not in names:
-        raise ValueError(
+        raise SearchRefused(
             f"unknown source {str(source)[:50]!r}; choose one of {', '.join(names)}"
         )
     return source, query
@@ -84,112 +97,199 @@ def error_event(message: str) -> Event:
 
 
 class Pusher:
-    """The registry of pollers and of the connections following them."""
+    """The registry of pollers and of the connections following them, and
+    the fetcher threads that run the pollers' searches."""
 
     def __init__(self) -> None:
-        # Protects _pollers, _following and each poller's followers,
-        # newcomers and last; pollers wait on conditions built on it.
+        # Protects everything below and each poller's followers, newcomers,
+        # last, busy and retired; idle fetchers wait on _work, built on it.
         self._lock = threading.Lock()
         self._pollers: dict[tuple[str, str], _Poller] = {}
         self._following: dict[WebSocket, _Poller] = {}
+        # The pollers waiting for their next search, as a heap of (when due,
+        # by time.monotonic(); a tie-breaker; the poller). Retired ones are
+        # dropped as they come up, or all at once with the last poller.
+        self._due: list[tuple[float, int, _Poller]] = []
+        self._order = itertools.count()
+        self._fetchers: set[threading.Thread] = set()
+        self._numbers = itertools.count(1)  # fetcher names, for the reader
+        # Notified when a poller is scheduled or retires: an idle fetcher
+        # sleeps on it until the next poller falls due.
+        self._work = threading.Condition(self._lock)
 
     def subscribe(self, websocket: WebSocket, source: str, query: str) -> None:
         """Make *websocket* follow *query* on *source*, instead of what it
-        followed before; it gets a push at once."""
+        followed before; it gets the latest push at once, if there is one.
+
+        Raises:
+            SearchRefused: If the process already polls
+                ``LIVESEARCH_MAX_QUERIES`` other queries; the previous search
+                carries on.
+        """
+        retired = None
         with self._lock:
-            self._leave(websocket)
+            current = self._following.get(websocket)
             poller = self._pollers.get((source, query))
-            start = poller is None
-            if poller is None:
-                poller = self._pollers[source, query] = _Poller(self, source, query)
-            poller.followers.add(websocket)
-            poller.newcomers.add(websocket)
-            self._following[websocket] = poller
-            poller.wakeup.notify()
-        if start:
-            poller.thread.start()
+            if poller is None or poller is not current:
+                if poller is None:
+                    self._check_room(websocket, current)
+                retired = self._leave(websocket)
+                if poller is None:
+                    poller = self._pollers[source, query] = _Poller(source, query)
+                    self._schedule(poller, 0.0)
+                    self._start_fetcher()
+                poller.followers.add(websocket)
+                self._following[websocket] = poller
+            poller.newcomers.add(websocket)  # the same search again: greet again
+        if retired is not None:
+            retired.close()
+        self._greet(poller, websocket)
 
     def unsubscribe(self, websocket: WebSocket) -> None:
         """Stop pushing to *websocket* (no error if it followed nothing)."""
         with self._lock:
-            self._leave(websocket)
+            retired = self._leave(websocket)
+        if retired is not None:
+            retired.close()
 
     def polling(self) -> list[tuple[str, str]]:
         """The (source, query) pairs being polled, sorted."""
         with self._lock:
             return sorted(self._pollers)
 
-    def _leave(self, websocket: WebSocket) -> None:
-        # Called with _lock held.
-        poller = self._following.pop(websocket, None)
-        if poller is not None:
-            poller.followers.discard(websocket)
-            poller.newcomers.discard(websocket)
-            poller.wakeup.notify()  # it stops if that was the last follower
+    # Called with _lock held.
 
-    def _retire(self, poller: "_Poller") -> None:
-        # Called with _lock held, by a poller that has no follower left.
-        if self._pollers.get(poller.key) is poller:
-            del self._pollers[poller.key]
+    def _check_room(self, websocket: WebSocket, current: "_Poller | None") -> None:
+        cap = int(get_setting("LIVESEARCH_MAX_QUERIES"))
+        # Switching away from a query only this connection follows frees it.
+        freed = current is not None and current.followers == {websocket}
+        if len(self._pollers) - freed >= cap:
+            raise SearchRefused(
+                f"the server already follows {cap} different searches, its"
+                " limit; try again in a while"
+            )
+
+    def _leave(self, websocket: WebSocket) -> "_Poller | None":
+        """Returns the poller to close, if *websocket* was its last follower
+        and no fetcher is searching it (that fetcher closes it otherwise)."""
+        poller = self._following.pop(websocket, None)
+        if poller is None:
+            return None
+        poller.followers.discard(websocket)
+        poller.newcomers.discard(websocket)
+        if poller.followers:
+            return None
+        poller.retired = True
+        poller.last = None
+        del self._pollers[poller.key]
+        if not self._pollers:
+            self._due.clear()
+        self._work.notify_all()  # a fetcher too many ends
+        return None if poller.busy else poller
+
+    def _schedule(self, poller: "_Poller", delay: float) -> None:
+        entry = (time.monotonic() + delay, next(self._order), poller)
+        heapq.heappush(self._due, entry)
+        self._work.notify()
+
+    def _start_fetcher(self) -> None:
+        wanted = min(int(get_setting("LIVESEARCH_FETCHERS")), len(self._pollers))
+        if len(self._fetchers) < wanted:
+            thread = threading.Thread(
+                target=self._fetch,
+                name=f"livesearch fetcher {next(self._numbers)}",
+                daemon=True,
+            )
+            self._fetchers.add(thread)
+            thread.start()
+
+    # Fetcher threads.
+
+    def _fetch(self) -> None:
+        try:
+            while (poller := self._take()) is not None:
+                event, delay = poller.poll()
+                self._push(poller, event)
+                with self._lock:
+                    poller.busy = False
+                    retired = poller.retired
+                    if not retired:
+                        self._schedule(poller, delay)
+                if retired:
+                    poller.close()
+        finally:
+            with self._lock:  # already done, unless a bug ended the thread
+                self._fetchers.discard(threading.current_thread())
+            db.connections.close_all()  # this thread's connections only
+
+    def _take(self) -> "_Poller | None":
+        """Wait for the next poller to fall due and mark it busy.
+
+        Returns:
+            ``None`` once there are more fetchers than pollers: this one ends.
+        """
+        with self._lock:
+            while True:
+                if len(self._fetchers) > len(self._pollers):
+                    self._fetchers.discard(threading.current_thread())
+                    return None
+                while self._due and self._due[0][2].retired:
+                    heapq.heappop(self._due)
+                timeout = None
+                if self._due:
+                    timeout = self._due[0][0] - time.monotonic()
+                    if timeout <= 0:
+                        poller = heapq.heappop(self._due)[2]
+                        poller.busy = True
+                        return poller
+                self._work.wait(timeout)
+
+    def _push(self, poller: "_Poller", event: Event) -> None:
+        with poller.sending:
+            with self._lock:
+                if poller.retired:
+                    return
+                poller.last = event
+                poller.newcomers.clear()
+                followers = list(poller.followers)
+            _send(followers, event)
+
+    def _greet(self, poller: "_Poller", websocket: WebSocket) -> None:
+        """Send the latest push to *websocket* unless it had one since it
+        joined (or there is none yet: the first push is on its way)."""
+        with poller.sending:
+            with self._lock:
+                if poller.last is None or websocket not in poller.newcomers:
+                    return
+                poller.newcomers.discard(websocket)
+                last = poller.last
+            _send([websocket], last)
 
 
 class _Poller:
-    """Searches one query on one source in its own thread, and pushes."""
+    """One query on one source: who follows it, its latest push, and its
+    searches, run by one fetcher at a time."""
 
-    def __init__(self, pusher: Pusher, source: str, query: str) -> None:
+    def __init__(self, source: str, query: str) -> None:
         self.key = (source, query)
-        self._pusher = pusher
         # Guarded by the pusher's lock: who follows, who has had no push yet,
-        # and the latest push (results or error) to greet newcomers with.
+        # the latest push (results or error) to greet newcomers with, whether
+        # a fetcher is searching, and whether nobody follows any more (then
+        # it is never scheduled again).
         self.followers: set[WebSocket] = set()
         self.newcomers: set[WebSocket] = set()
         self.last: Event | None = None
-        # Notified when followers come or go; the thread waits on it between
-        # polls instead of sleeping, so it greets newcomers and stops at once.
-        self.wakeup = threading.Condition(pusher._lock)
-        # Used by the poller thread only.
+        self.busy = False
+        self.retired = False
+        # Serializes pushes and greetings, so that nobody gets an older push
+        # after a newer one; taken before the pusher's lock, never after.
+        self.sending = threading.Lock()
+        # Used by the busy fetcher only (or by close(), when none is).
         self._source: sources.Source | None = None
         self._previous: set[Any] | None = None  # identities in the last results
         self._failures = 0  # consecutive, for the backoff
-        self.thread = threading.Thread(
-            target=self._run, name=f"livesearch {source}:{query}", daemon=True
-        )
 
-    def _run(self) -> None:
-        try:
-            delay = 0.0
-            while self._wait(delay):
-                event, delay = self._poll()
-                self._push(event)
-        finally:
-            with self.wakeup:  # already done, unless a bug ended the thread
-                self._pusher._retire(self)
-            if self._source is not None:
-                self._source.close()
-            db.connections.close_all()  # this thread's connections only
-
-    def _wait(self, delay: float) -> bool:
-        """Wait *delay* seconds, greeting newcomers with the latest push.
-
-        Returns:
-            ``False`` once nobody follows the query any more.
-        """
-        deadline = time.monotonic() + delay
-        while True:
-            with self.wakeup:
-                while not (self.newcomers and self.last is not None):
-                    if not self.followers:
-                        self._pusher._retire(self)
-                        return False
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return True
-                    self.wakeup.wait(remaining)
-                greet, self.newcomers = list(self.newcomers), set()
-                last = self.last
-            _send(greet, last)
-
-    def _poll(self) -> tuple[Event, float]:
+    def poll(self) -> tuple[Event, float]:
         """Search once. Returns the event to push and the delay until the next
         search."""
         name, query = self.key
@@ -200,14 +300,22 @@ class _Poller:
                 self._source = sources.load(name)
             results = self._source.search(query)[: sources.MAX_RESULTS]
         except sources.SourceError as err:
-            return self._failed(str(err), err.retry_after, interval)
+            return self._failed(str(err), err.retry_after, interval, err.__cause__)
         except Exception as err:
             # A bug or a misconfiguration: log it, tell the followers, and keep
-            # the thread alive to retry like any other failure.
+            # polling to retry like any other failure.
             logger.exception("livesearch: searching %s for %r failed", name, query)
-            return self._failed(f"search failed ({type(err).__name__})", None, interval)
+            message = f"search failed ({type(err).__name__})"
+            return self._failed(message, None, interval, None)
         self._failures = 0
         return self._results(results), interval
+
+    def close(self) -> None:
+        """Release the source and what the poller remembers."""
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self._previous = None
 
     def _results(self, results: list[sources.Result]) -> Event:
         name, query = self.key
@@ -233,7 +341,11 @@ class _Poller:
         }
 
     def _failed(
-        self, message: str, retry_after: float | None, interval: float
+        self,
+        message: str,
+        retry_after: float | None,
+        interval: float,
+        cause: BaseException | None,
     ) -> tuple[Event, float]:
         self._failures += 1
         cap = max(float(get_setting("LIVESEARCH_MAX_BACKOFF")), interval)
@@ -244,17 +356,16 @@ class _Poller:
             label = self._source.label
         else:  # it could not be created
             label = dict(sources.configured()).get(name, name)
+        # The page gets plain words; the log also gets what caused them.
         logger.warning(
-            "livesearch: %s for %r: %s; retrying in %.3g s", name, query, message, delay
+            "livesearch: %s for %r: %s%s; retrying in %.3g s",
+            name,
+            query,
+            message,
+            f" ({cause!r})" if cause is not None else "",
+            delay,
         )
         return error_event(f"{label}: {message}; retrying in {delay:.3g} s"), delay
-
-    def _push(self, event: Event) -> None:
-        with self.wakeup:
-            self.last = event
-            self.newcomers.clear()
-            followers = list(self.followers)
-        _send(followers, event)
 
 
 def _identity(result: sources.Result) -> Any:
@@ -277,7 +388,11 @@ _pusher = Pusher()
 
 def subscribe(websocket: WebSocket, source: str, query: str) -> None:
     """Make *websocket* follow *query* on *source* instead of its previous
-    search; the first push comes at once, then one every interval."""
+    search; the first push comes at once, then one every interval.
+
+    Raises:
+        SearchRefused: If the process polls as many queries as it may.
+    """
     _pusher.subscribe(websocket, source, query)
 
 

@@ -9,13 +9,18 @@ options being the class's keyword arguments.
 - ``LocalSource`` searches this site's own content (chat messages by
   default) through the full-text index in ``index.py``; it works offline.
 - ``HackerNewsSource``, ``WikipediaSource`` and ``SearxngSource`` call public
-  JSON APIs with httpx, always with a timeout. Their failures (timeouts,
-  HTTP errors, rate limits, malformed JSON) raise ``SourceError``; the pusher
-  reports them to the page and retries later. Nothing here retries.
+  JSON APIs through the process's shared HTTP client (``upstream.py``), each
+  request under a total deadline and a size cap. Their failures (timeouts,
+  network errors, HTTP errors, rate limits, oversized or malformed answers)
+  raise ``SourceError`` with a message in plain words; the pusher reports it
+  to the page, logs the cause and retries later. Nothing here retries.
 """
 
 import email.utils
 import html
+import json
+import socket
+import ssl
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NotRequired, Protocol, TypedDict
 from urllib.parse import quote
@@ -27,7 +32,7 @@ from django.db.models import Model
 from django.utils.html import strip_tags
 from django.utils.module_loading import import_string
 
-from apps.livesearch import index
+from apps.livesearch import index, upstream
 from apps.livesearch.conf import get_setting
 
 MAX_RESULTS = 10
@@ -48,9 +53,9 @@ class Result(TypedDict):
 
 
 class Source(Protocol):
-    """What the pusher needs from a source. Each poller thread creates its own
-    instance, calls ``search()`` from that thread only, and ``close()`` at the
-    end."""
+    """What the pusher needs from a source. Each polled query has its own
+    instance; ``search()`` is called from one fetcher thread at a time, and
+    ``close()`` once nobody follows the query any more."""
 
     label: str
 
@@ -132,7 +137,8 @@ class HttpSource:
     Args:
         label: The name shown to users.
         url: Base URL of the service (``default_url`` if not given).
-        timeout: Seconds allowed to connect, and for each read and write.
+        timeout: Seconds allowed to connect, and for each read and write;
+            ``LIVESEARCH_REQUEST_DEADLINE`` bounds the whole request.
         params: Extra query parameters sent with every request.
         user_agent: The ``User-Agent`` header; Wikipedia asks for a contact.
     """
@@ -158,10 +164,7 @@ class HttpSource:
         self.timeout = timeout
         self.params = params or {}
         self.host = httpx.URL(self.url).netloc.decode()
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
-        self._client = httpx.Client(
-            headers=headers, timeout=timeout, follow_redirects=True
-        )
+        self.headers = {"User-Agent": user_agent, "Accept": "application/json"}
 
     def search(self, query: str) -> list[Result]:
         data = self.get_json(self.path, {**self.query_params(query), **self.params})
@@ -182,20 +185,37 @@ class HttpSource:
         """GET ``url + path`` and decode its JSON body.
 
         Raises:
-            SourceError: On a timeout, a network error, an HTTP error status
-                (with ``retry_after`` from its ``Retry-After`` header) or a
-                body that is not JSON.
+            SourceError: On a timeout, a passed deadline, a network error, an
+                HTTP error status (with ``retry_after`` from its
+                ``Retry-After`` header), a body over the size limit or one
+                that is not JSON. The message is for users; the exception it
+                comes from, if any, is its ``__cause__``.
         """
+        deadline = float(get_setting("LIVESEARCH_REQUEST_DEADLINE"))
+        max_bytes = int(get_setting("LIVESEARCH_MAX_RESPONSE_SIZE"))
         try:
-            response = self._client.get(
-                self.url + path, params=params, timeout=self.timeout
+            response, body = upstream.get(
+                self.url + path,
+                params=params,
+                headers=self.headers,
+                timeout=self.timeout,
+                deadline=deadline,
+                max_bytes=max_bytes,
             )
+        except upstream.DeadlineExceeded as err:
+            raise SourceError(
+                f"{self.host} did not finish answering within {deadline:g} s"
+            ) from err
+        except upstream.ResponseTooLarge as err:
+            raise SourceError(
+                f"{self.host} sent an answer larger than {_size(max_bytes)}"
+            ) from err
         except httpx.TimeoutException as err:
             raise SourceError(
                 f"{self.host} did not answer within {self.timeout:g} s"
             ) from err
         except httpx.HTTPError as err:
-            raise SourceError(f"cannot reach {self.host} ({err})") from err
+            raise SourceError(f"cannot reach {self.host} ({_why(err)})") from err
         if response.is_error:
             hint = self.hints.get(response.status_code)
             raise SourceError(
@@ -204,12 +224,42 @@ class HttpSource:
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError as err:
             raise SourceError(f"{self.host} sent malformed JSON") from err
 
     def close(self) -> None:
-        self._client.close()
+        pass  # the HTTP client is the process's, shared by every source
+
+
+def _why(err: httpx.HTTPError) -> str:
+    """What went wrong with a connection, in words for users: never an errno."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return "its name does not resolve"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "its TLS certificate is not valid"
+        if isinstance(cause, ssl.SSLError):
+            return "the TLS handshake failed"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(err, httpx.RemoteProtocolError):
+        return "it closed the connection before answering"
+    if isinstance(err, httpx.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(err, httpx.ConnectError):
+        return "the connection failed"
+    return "the connection broke"
+
+
+def _size(count: int) -> str:
+    """A byte count as people write it: 1 MiB, 64 KiB, 500 bytes."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size:,} {unit}"
+    return f"{count:,} bytes"
 
 
 def _retry_after(value: str | None) -> float | None:

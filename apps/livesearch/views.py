@@ -3,13 +3,17 @@
 
 The 2010 example searched Google in the view itself and slept 30 seconds
 between pushes. Here every query is polled once however many people follow
-it: ``pusher.py`` runs one thread per (source, query) and sends each push to
-all of its followers, and ``sources.py`` holds the pluggable sources.
+it: ``pusher.py`` schedules one poller per (source, query) on a fixed pool of
+fetcher threads and sends each push to all of its followers, and
+``sources.py`` holds the pluggable sources.
 """
+
+import math
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from apps import ratelimit
 from apps.livesearch import pusher, sources
 from apps.livesearch.conf import get_setting
 from django_websocket import WebSocketRequest, require_websocket
@@ -28,18 +32,27 @@ def page(request: HttpRequest) -> HttpResponse:
 @require_websocket
 def socket(request: WebSocketRequest) -> None:
     # Runs in this connection's own thread. The loop only reads searches:
-    # the query's poller thread sends the pushes (send() is thread-safe), and
-    # waiting here answers pings and notices when the browser leaves.
+    # fetcher threads send the pushes (send() is thread-safe), and waiting
+    # here answers pings and notices when the browser leaves.
     websocket = request.websocket
+    # Searches are counted per address and per session or user, in the
+    # cache: reconnecting does not start the count again.
+    clients = [f"livesearch:{key}" for key in ratelimit.client_keys(request)]
     try:
         for message in websocket:  # ends when the client closes
             try:
                 source, query = pusher.parse_search(message)
-            except ValueError as err:  # malformed, empty or too long
+                limit, period = get_setting("LIVESEARCH_RATE_LIMIT")
+                waits = [ratelimit.rate_limited(c, limit, period) for c in clients]
+                if max(waits):
+                    raise pusher.SearchRefused(
+                        f"too many searches: {limit} every {period:g} s at most;"
+                        f" try again in {math.ceil(max(waits))} s"
+                    )
+                # Replaces this connection's previous search; the first push
+                # of the results comes at once.
+                pusher.subscribe(websocket, source, query)
+            except pusher.SearchRefused as err:  # malformed, too many, full
                 websocket.send_json(pusher.error_event(str(err)))
-                continue
-            # Replaces this connection's previous search; the first push of
-            # the results comes at once.
-            pusher.subscribe(websocket, source, query)
     finally:
         pusher.unsubscribe(websocket)
