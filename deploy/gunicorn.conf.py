@@ -1,5 +1,5 @@
 """gunicorn settings for the starter: the gthread worker by default, gevent by
-switch, and open WebSockets closed with 1001 on shutdown.
+switch, and open WebSockets closed with 1001 however a worker ends.
 
 Run it from the project directory, with the production environment
 (``deploy/env.example``) set::
@@ -60,10 +60,13 @@ worker_connections = int(
 
 # A worker busy with long WebSockets still reports in (gthread's main thread
 # and gevent's hub keep running), so timeout only catches a worker that hangs.
+# The master then sends SIGABRT; a worker that recovers within the second
+# before its SIGKILL still closes its sockets with 1001.
 timeout = 30
 
-# With the hooks, open sockets get 1001 within a tenth of a second of SIGTERM;
-# this is what ordinary requests in flight have left to finish.
+# With the hooks, open sockets get 1001 within a tenth of a second of SIGTERM
+# (and of every other way a worker ends, max_requests included); this is what
+# ordinary requests in flight have left to finish.
 graceful_timeout = 10
 
 # gunicorn's control socket (for gunicornc) has one default path per user,

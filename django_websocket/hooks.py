@@ -1,63 +1,149 @@
-"""gunicorn server hooks: close every WebSocket with 1001 on shutdown.
+"""gunicorn server hooks: however a worker ends, its WebSockets get 1001.
 
 Import them in ``gunicorn.conf.py``::
 
     from django_websocket.hooks import post_worker_init, worker_int
 
-Without them, gunicorn waits out ``graceful_timeout`` on SIGTERM and then
-drops open WebSockets with no close frame. This module imports nothing from
-Django at import time: gevent's ``patch_all()`` runs after the config file
-is loaded and must not find Django's lazy settings alive.
+A gunicorn worker ends on SIGTERM (which the master also sends to the old
+workers on SIGHUP), on SIGQUIT or SIGINT, at ``max_requests``, and on SIGABRT
+when the master finds its heartbeat older than ``timeout``; each sets the
+worker's ``alive`` to False first. From then on a watcher thread (a greenlet
+under gevent) sends every open WebSocket a close frame with 1001 "server
+shutting down" and keeps the heartbeat fresh, and the process exits once the
+closing handshakes are over, within ``WEBSOCKET_CLOSE_TIMEOUT``. A worker
+killed with SIGKILL gets no say: its clients see 1006. This module imports
+nothing from Django at import time: gevent's ``patch_all()`` runs after the
+config file is loaded and must not find Django's lazy settings alive.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
-import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["post_worker_init", "worker_int"]
 
 REASON = "server shutting down"
 
+# How often the watcher refreshes the heartbeat and closes the connections
+# opened since its last round (a request in flight may still upgrade).
+_ROUND = 0.1
+# Past WEBSOCKET_CLOSE_TIMEOUT, a connection whose client never answered is
+# aborted; this leaves its view time to return and the server to let go.
+_MARGIN = 1.0
+
+# This worker process's shutdown, once post_worker_init has run.
+_shutdown: _Shutdown | None = None
+
 
 def post_worker_init(worker: Any) -> None:
-    """Wrap the worker's SIGTERM handler to close WebSockets first.
+    """Close every WebSocket with 1001 as soon as the worker starts to end.
 
-    The signal handler only writes a byte to a pipe (under gevent it runs
-    inside the event loop, where blocking or starting threads is not
-    allowed); a watcher thread does the closing.
+    gunicorn calls this hook with the application loaded and the worker's
+    signal handlers installed, before its main loop starts.
     """
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
+    global _shutdown
+    from django_websocket.conf import get_setting
 
-    def watch() -> None:
-        _read_byte(read_end)
-        from django_websocket.hub import close_all
-
-        close_all(1001, REASON)
-
-    threading.Thread(
-        target=watch, name="django-websocket-shutdown", daemon=True
-    ).start()
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.write(write_end, b"x")
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _shutdown = _Shutdown(worker, float(get_setting("WEBSOCKET_CLOSE_TIMEOUT")))
+    cls = type(worker)
+    worker.__class__ = type(
+        cls.__name__, (cls,), {"alive": _watched_alive(_shutdown.start)}
+    )
+    if not worker.alive:  # a signal came while the application loaded
+        _shutdown.start()
 
 
 def worker_int(worker: Any) -> None:
-    """On SIGINT/SIGQUIT, close WebSockets with 1001 before the worker exits."""
-    from django_websocket.hub import close_all
+    """On SIGINT or SIGQUIT, wait until the WebSockets are closed.
 
-    close_all(1001, REASON)
+    gunicorn exits the worker right after this hook returns, without waiting
+    for its requests.
+    """
+    if _shutdown is not None:
+        _shutdown.wait()
+
+
+def _watched_alive(on_false: Callable[[], None]) -> property:
+    """A worker's ``alive`` attribute that calls ``on_false()`` whenever it
+    is set to False."""
+
+    def get(worker: Any) -> bool:
+        return bool(worker.__dict__["alive"])
+
+    def set_(worker: Any, value: bool) -> None:
+        worker.__dict__["alive"] = value
+        if not value:
+            on_false()
+
+    return property(get, set_)
+
+
+class _Shutdown:
+    """Closes a worker's WebSockets once it starts to end."""
+
+    def __init__(self, worker: Any, close_timeout: float) -> None:
+        self._close_timeout = close_timeout
+        # gunicorn closes its heartbeat file on the way out, while views may
+        # still be closing (gthread joins its pool threads after that): this
+        # descriptor of the same file stays open until the process exits.
+        self._heartbeat = os.dup(worker.tmp.fileno())
+        # start() writes a byte here to wake the watcher.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._deadline: float | None = None
+        threading.Thread(
+            target=self._watch, name="django-websocket-shutdown", daemon=True
+        ).start()
+        # A worker that exits at once (SIGABRT, and SIGQUIT under gevent)
+        # leaves its views behind; the interpreter's exit waits here.
+        atexit.register(self.wait)
+
+    def start(self) -> None:
+        """Wake the watcher; blocks on nothing and takes no lock.
+
+        Called from signal handlers, under gevent inside its event loop. It
+        refreshes the heartbeat itself: after a SIGABRT, the master checks
+        the heartbeat again within a second.
+        """
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + self._close_timeout + _MARGIN
+        self._beat()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
+
+    def wait(self) -> None:
+        """Return once no WebSocket is left, or at the deadline."""
+        from django_websocket.hub import connection_count
+
+        self.start()
+        assert self._deadline is not None
+        while connection_count() and time.monotonic() < self._deadline:
+            time.sleep(_ROUND)
+
+    def _watch(self) -> None:
+        _read_byte(self._wake_read)
+        from django_websocket.exceptions import CloseCode
+        from django_websocket.hub import close_all
+
+        assert self._deadline is not None
+        while time.monotonic() < self._deadline:
+            self._beat()
+            close_all(CloseCode.GOING_AWAY, REASON)
+            time.sleep(_ROUND)
+
+    def _beat(self) -> None:
+        # What gunicorn's WorkerTmp.notify() does: the master compares the
+        # file's mtime with its own time.monotonic().
+        now = time.monotonic()
+        with contextlib.suppress(OSError):
+            os.utime(self._heartbeat, (now, now))
 
 
 def _read_byte(fd: int) -> None:

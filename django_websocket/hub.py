@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from django_websocket.connection import WebSocket
 
-__all__ = ["Hub", "TimerHandle", "close_all", "get_hub"]
+__all__ = ["Hub", "TimerHandle", "close_all", "connection_count", "get_hub"]
 
 logger = logging.getLogger("django_websocket")
 
@@ -210,3 +210,14 @@ def close_all(code: int = 1001, reason: str = "server shutting down") -> int:
     for connection in connections:
         connection.close(code, reason)
     return len(connections)
+
+
+def connection_count() -> int:
+    """Return how many connections of this process the hub still holds.
+
+    A connection counts until the server is done with its request, so after
+    ``close_all()`` this reaches 0 once every closing handshake is over and
+    every view has returned. Safe to call from any thread.
+    """
+    hub = _hub
+    return 0 if hub is None else len(hub.connections())
