@@ -1,6 +1,7 @@
 """The chat end to end: real servers (in-process, runserver subprocesses, two
 processes sharing a real redis-server), websockets' client and raw sockets."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing
@@ -53,8 +55,23 @@ def join(
     )
 
 
+# Who each connection sees in its room, from the presence snapshot and the
+# deltas that follow it, as static/js/chat.js keeps it.
+rosters: "weakref.WeakKeyDictionary[ClientConnection, set[str]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def receive(ws: ClientConnection, timeout: float = TIMEOUT) -> Event:
     event: Event = json.loads(ws.recv(timeout))
+    if event["type"] == "presence":
+        rosters[ws] = set(event["users"])
+    elif event["type"] == "presence_change":
+        roster = rosters.setdefault(ws, set())
+        roster.update(event["joined"])
+        roster.difference_update(event["left"])
+        if len(roster) != event["count"]:
+            ws.send(json.dumps({"type": "presence"}))
     return event
 
 
@@ -80,9 +97,9 @@ def messages(events: list[Event]) -> list[Event]:
 
 def history(ws: ClientConnection) -> list[Event]:
     """The history of a connection. Only live events published while it
-    joined can come before it: here, presence from someone joining too."""
+    joined can come before it: presence changes, others' messages."""
     *before, event = receive_until(ws, lambda event: event["type"] == "history")
-    assert {event["type"] for event in before} <= {"presence"}, before
+    assert {event["type"] for event in before} <= {"presence_change", "message"}
     return event["messages"]
 
 
@@ -92,8 +109,11 @@ def say(ws: ClientConnection, text: str) -> Event:
     return receive_until(ws, lambda event: event.get("text") == text)[-1]
 
 
-def presence_is(users: list[str]) -> Callable[[Event], bool]:
-    return lambda event: event == {"type": "presence", "users": users}
+def presence_is(ws: ClientConnection, users: list[str]) -> Callable[[Event], bool]:
+    """After a presence event: whether *ws* now sees exactly *users*."""
+    return lambda event: (
+        event["type"].startswith("presence") and sorted(rosters[ws]) == users
+    )
 
 
 def expect_refusal(base: str, path: str) -> tuple[int, str]:
@@ -131,7 +151,7 @@ def test_members_of_a_room_see_each_others_messages_and_no_other_room_does(
     ):
         for ws in (ada, bob, cy):
             assert history(ws) == []
-        receive_until(ada, presence_is(["ada", "bob"]))
+        receive_until(ada, presence_is(ada, ["ada", "bob"]))
         sent = say(ada, "hello bob")
         assert next_of(bob, "message") == sent
         assert say(bob, "hello ada") == next_of(ada, "message")
@@ -216,7 +236,11 @@ def test_a_bad_message_gets_an_error_event_and_the_connection_stays_usable(
     with join(base, "tea", "ada") as ada:
         history(ada)
         ada.send(sent)
-        assert next_of(ada, "error") == {"type": "error", "message": error}
+        assert next_of(ada, "error") == {
+            "type": "error",
+            "message": error,
+            "stored": False,
+        }
         say(ada, "x" * 2000)
     assert Message.objects.count() == 1
 
@@ -236,6 +260,7 @@ def test_the_eleventh_message_in_ten_seconds_gets_an_error_event(
         assert events[-1] == {
             "type": "error",
             "message": "slow down: at most 10 messages every 10 seconds",
+            "stored": False,
         }
         # Still connected: it receives the others' messages.
         assert say(bob, "calm down") == next_of(ada, "message")
@@ -270,9 +295,85 @@ def test_presence_lists_who_is_in_the_room_and_updates_when_someone_leaves(
         with join(base, "tea", "bob") as bob, join(base, "tea", "bob") as bob_again:
             history(bob)
             history(bob_again)
-            receive_until(ada, presence_is(["ada", "bob"]))
-            receive_until(bob, presence_is(["ada", "bob"]))
-        receive_until(ada, presence_is(["ada"]))
+            receive_until(ada, presence_is(ada, ["ada", "bob"]))
+            receive_until(bob, presence_is(bob, ["ada", "bob"]))
+        receive_until(ada, presence_is(ada, ["ada"]))
+
+
+def drain(ws: ClientConnection, quiet: float = 1.0) -> None:
+    """Read until nothing has come for *quiet* seconds (at most TIMEOUT)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            receive(ws, quiet)
+        except TimeoutError:
+            return
+    raise AssertionError("the connection never went quiet")
+
+
+def test_a_join_costs_each_member_one_small_delta_whatever_the_room_size(
+    base: str, room: Room
+) -> None:
+    members = [join(base, "tea", f"member{n:02}").__enter__() for n in range(30)]
+    try:
+        for ws in members:
+            history(ws)
+        everyone = sorted(f"member{n:02}" for n in range(30))
+        for ws in members:
+            receive_until(ws, presence_is(ws, everyone))
+        for ws in members:
+            drain(ws, quiet=0.1 if ws is not members[0] else 1.0)
+        with join(base, "tea", "newcomer") as newcomer:
+            history(newcomer)
+            snapshot = receive(newcomer)  # the whole list once, to the joiner
+            assert snapshot["type"] == "presence" and len(snapshot["users"]) == 31
+            for ws in members:
+                raw = ws.recv(TIMEOUT)
+                assert json.loads(raw) == {
+                    "type": "presence_change",
+                    "joined": ["newcomer"],
+                    "left": [],
+                    "count": 31,
+                }
+                assert len(raw) < 100
+    finally:
+        for ws in members:
+            ws.close()
+
+
+def test_presence_churn_is_coalesced_per_room(
+    base: str, room: Room, settings: Any
+) -> None:
+    settings.CHAT_PRESENCE_INTERVAL = 0.5
+    with join(base, "tea", "watcher") as watcher:
+        history(watcher)
+        receive(watcher)  # the snapshot
+        started = time.monotonic()
+        for cycle in range(10):
+            with join(base, "tea", f"churn{cycle % 3}") as ws:
+                history(ws)
+        elapsed = time.monotonic() - started
+        events = receive_until(watcher, presence_is(watcher, ["watcher"]))
+        # Within at most one interval of the last leave, at most one delta
+        # per interval: not one per join and leave.
+        changes = [event for event in events if event["type"] == "presence_change"]
+        assert len(changes) <= elapsed / 0.5 + 2, changes
+        assert len(changes) < 20
+
+
+def test_a_full_room_refuses_newcomers_with_4503_but_not_another_tab(
+    base: str, room: Room, settings: Any
+) -> None:
+    settings.CHAT_MAX_MEMBERS = 2
+    with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
+        history(ada)
+        history(bob)
+        assert expect_refusal(base, "/chat/tea/ws/?nick=cy") == (
+            JoinCloseCode.ROOM_FULL,
+            "room tea is full (2 people): try again later",
+        )
+        with join(base, "tea", "ada") as ada_again:
+            assert history(ada_again) == []
 
 
 def test_a_stalled_member_does_not_delay_the_others_and_is_dropped(
@@ -282,7 +383,10 @@ def test_a_stalled_member_does_not_delay_the_others_and_is_dropped(
     the kernel's buffers and its backlog are full, it is dropped."""
     settings.WEBSOCKET_MAX_SEND_BACKLOG = 64 * 1024
     settings.CHAT_RATE_LIMIT = (100_000, 10.0)
-    dropped = presence_is(["ada", "bob"])
+
+    def dropped(event: Event) -> bool:
+        return event["type"] == "presence_change" and "sloth" in event["left"]
+
     # ada reads everything as it comes, so only the stalled member lags.
     with (
         join(base, "tea", "ada", max_queue=None) as ada,
@@ -300,7 +404,7 @@ def test_a_stalled_member_does_not_delay_the_others_and_is_dropped(
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
-        receive_until(bob, presence_is(["ada", "bob", "sloth"]))
+        receive_until(bob, presence_is(bob, ["ada", "bob", "sloth"]))
 
         # About 800 kB a batch (4-byte characters), until the kernel's send
         # buffer (up to 4 MiB here) and the backlog overflow.
@@ -433,7 +537,7 @@ def test_index_counts_the_people_in_each_room(
     with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
         history(ada)
         history(bob)
-        receive_until(ada, presence_is(["ada", "bob"]))
+        receive_until(ada, presence_is(ada, ["ada", "bob"]))
         html = client.get("/chat/").content.decode()
     assert '<span class="count" data-count="2">2 here</span>' in html
 
@@ -676,11 +780,11 @@ def test_two_server_processes_share_rooms_and_presence_through_redis(
     two = runserver(REDIS_URL=redis_server.url)
     with join(one.url, "lobby", "ada") as ada:
         history(ada)
-        receive_until(ada, presence_is(["ada"]))
+        receive_until(ada, presence_is(ada, ["ada"]))
         with join(two.url, "lobby", "bob") as bob:
             history(bob)
-            receive_until(ada, presence_is(["ada", "bob"]))
-            receive_until(bob, presence_is(["ada", "bob"]))
+            receive_until(ada, presence_is(ada, ["ada", "bob"]))
+            receive_until(bob, presence_is(bob, ["ada", "bob"]))
             assert say(ada, "hello from one") == next_of(bob, "message")
             assert say(bob, "hello from two") == next_of(ada, "message")
 
@@ -698,7 +802,7 @@ def test_two_server_processes_share_rooms_and_presence_through_redis(
             wait_for_count(two, 2)
             # The next message bob gets: the outage's message was never live.
             assert say(ada, "redis is back") == next_of(bob, "message")
-        receive_until(ada, presence_is(["ada"]))
+        receive_until(ada, presence_is(ada, ["ada"]))
 
     with join(two.url, "lobby", "cy", after=0) as cy:
         assert [event["text"] for event in history(cy)] == [
@@ -752,17 +856,21 @@ def test_concurrent_senders_leave_no_gap_in_any_readers_stream(
         stored = stored_ids(server.url)
         assert sorted(e["id"] for e in answers if e["type"] == "message") == stored
         for ws in connections:
-            seen = [
-                event["id"]
-                for event in receive_until(ws, lambda e: e.get("id") == stored[-1])
-                if event["type"] == "message"
-            ]
-            assert sorted(set(seen)) == stored
+            # Publishing order may differ from id order: wait for them all.
+            assert sorted(all_ids_received(ws, set(stored))) == stored
     finally:
         for reader in readers:
             reader.__exit__(None, None, None)
         output = server.final_output()
     assert "Traceback" not in output, output
+
+
+def all_ids_received(ws: ClientConnection, wanted: set[int]) -> set[int]:
+    """The ids of *wanted* that arrive on *ws* within TIMEOUT."""
+    seen: set[int] = set()
+    with contextlib.suppress(TimeoutError):
+        receive_until(ws, lambda e: seen.add(e.get("id", 0)) or seen >= wanted)
+    return seen & wanted
 
 
 def post_raw(ws: ClientConnection, data: str) -> Event:

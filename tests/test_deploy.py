@@ -306,6 +306,7 @@ class ChatMember:
         self.ids: list[int] = []
         self.connection: ClientConnection | None = None
         self.instance: ServerProcess | None = None  # which one serves it
+        self.users: set[str] = set()  # who is in the room, as the page sees it
 
     async def join(self, after: int | None = None) -> list[dict[str, Any]]:
         """Connect, note which instance took the connection, and return the
@@ -346,13 +347,18 @@ class ChatMember:
                     self.ids.append(event["id"])
                 elif event["type"] == "history":
                     self.ids.extend(message["id"] for message in event["messages"])
-                if event["type"] == type:
+                elif event["type"] == "presence":
+                    self.users = set(event["users"])
+                elif event["type"] == "presence_change":
+                    self.users |= set(event["joined"])
+                    self.users -= set(event["left"])
+                if event["type"] == type or event["type"].startswith(type):
                     return event
 
     async def presence(self, *users: str) -> None:
         """Wait until the room's presence is exactly *users*."""
-        while sorted((await self.next("presence"))["users"]) != sorted(users):
-            pass
+        while self.users != set(users):
+            await self.next("presence")
 
     async def say(self, text: str) -> int:
         """Post a message; return its id once the room delivered it back."""

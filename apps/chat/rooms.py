@@ -38,6 +38,8 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 DEFAULTS: dict[str, Any] = {
     "CHAT_HISTORY_SIZE": 50,  # messages sent on a connect without ?after=
     "CHAT_RATE_LIMIT": (10, 10.0),  # messages per connection, per seconds
+    "CHAT_PRESENCE_INTERVAL": 0.5,  # seconds between a room's presence deltas
+    "CHAT_MAX_MEMBERS": 1000,  # people in one room at once
 }
 
 
@@ -52,6 +54,7 @@ class JoinCloseCode(IntEnum):
     BAD_REQUEST = 4400
     NO_IDENTITY = 4403
     NO_SUCH_ROOM = 4404
+    ROOM_FULL = 4503
 
 
 class JoinError(Exception):
@@ -188,8 +191,9 @@ def message_event(message: Message) -> dict[str, Any]:
     }
 
 
-def parse_message(data: str | bytes) -> str:
-    """Return the text of a client's ``{"type": "message", "text": ...}``.
+def parse_event(data: str | bytes) -> dict[str, Any]:
+    """Return a client's event, checked: ``{"type": "message", "text": ...}``
+    or ``{"type": "presence"}`` (a request for the whole list).
 
     Raises:
         ChatError: If it is anything else.
@@ -202,6 +206,8 @@ def parse_message(data: str | bytes) -> str:
         raise ChatError("message is not valid JSON") from None
     if not isinstance(event, dict):
         raise ChatError('message must be a JSON object with a "type"')
+    if event.get("type") == "presence":
+        return {"type": "presence"}
     if event.get("type") != "message":
         raise ChatError(f"unknown message type: {json.dumps(event.get('type'))}")
     text = event.get("text")
@@ -213,7 +219,15 @@ def parse_message(data: str | bytes) -> str:
         # JSON can spell lone surrogates (not UTF-8) and NUL (which
         # PostgreSQL text refuses); neither is text a person typed.
         raise ChatError('"text" must not contain NUL characters or lone surrogates')
-    return text
+    return {"type": "message", "text": text}
+
+
+def handle(websocket: WebSocket, room: Room, user: str, event: dict[str, Any]) -> None:
+    """Answer one event from ``parse_event()``."""
+    if event["type"] == "presence":
+        presence_snapshot(websocket, room)
+    else:
+        post(websocket, room, user, event["text"])
 
 
 # Messages.
@@ -276,20 +290,91 @@ def _database_reason(error: DatabaseError) -> str:
     return "an error on the server"
 
 
-# Serializes reading and publishing presence in this process, so that two
-# people joining at once cannot publish their snapshots in the wrong order.
-_presence_lock = threading.Lock()
+def presence_snapshot(websocket: WebSocket, room: Room) -> None:
+    """Send one connection everyone in the room now, as
+    ``{"type": "presence", "users": [...]}``; changes follow as deltas."""
+    send_event(websocket, "presence", users=sorted(groups.presence(group_name(room))))
 
 
-def announce_presence(room: Room) -> None:
-    """Publish who is in the room now, as ``{"type": "presence", ...}``."""
-    group = group_name(room)
-    with _presence_lock:
+def presence_changed(room: Room, user: str) -> None:
+    """*user* joined or left *room* on this process: the room gets
+    ``{"type": "presence_change", "joined": [...], "left": [...], "count": n}``,
+    at most once per ``CHAT_PRESENCE_INTERVAL`` seconds whatever the churn."""
+    _announcer.changed(group_name(room), user)
+
+
+class _PresenceAnnouncer:
+    """One thread per process that publishes coalesced presence deltas.
+
+    A delta names only the people who joined or left through this process
+    since the last one, each judged against the whole room's presence when
+    it is sent: a change costs every member a few bytes, never the whole
+    list. ``count`` is the room's size then; a client whose list has another
+    size (a delta lost while Redis was away) asks for a snapshot. A delta
+    that cannot be published is kept and sent again, up to date, later.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._pending: dict[str, set[str]] = {}  # group -> users who came or went
+        self._failing: set[str] = set()  # groups whose last publish failed
+        self._thread: threading.Thread | None = None
+
+    def changed(self, group: str, user: str) -> None:
+        with self._lock:
+            self._pending.setdefault(group, set()).add(user)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="chat-presence", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._lock.wait()
+            time.sleep(get_setting("CHAT_PRESENCE_INTERVAL"))  # let changes gather
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for group, users in sorted(pending.items()):
+                if not self._publish(group, users):
+                    with self._lock:
+                        self._pending.setdefault(group, set()).update(users)
+
+    def _publish(self, group: str, users: set[str]) -> bool:
         try:
-            users = sorted(groups.presence(group))
-            groups.publish(group, _encode({"type": "presence", "users": users}))
+            present = groups.presence(group)
+            change = {
+                "type": "presence_change",
+                "joined": sorted(user for user in users if user in present),
+                "left": sorted(user for user in users if user not in present),
+                "count": len(present),
+            }
+            groups.publish(group, _encode(change))
         except BroadcastError as error:
-            logger.warning("Presence of %s not published: %s", room.name, error)
+            if group not in self._failing:
+                logger.warning("Presence of %s not published: %s", group, error)
+                self._failing.add(group)
+            return False
+        self._failing.discard(group)
+        return True
+
+
+_announcer = _PresenceAnnouncer()
+
+
+def check_room_size(room: Room, user: str) -> None:
+    """Raises JoinError when the room has ``CHAT_MAX_MEMBERS`` people and
+    *user* is not one of them (another tab of someone present may join)."""
+    present = groups.presence(group_name(room))
+    limit = get_setting("CHAT_MAX_MEMBERS")
+    if user not in present and len(present) >= limit:
+        raise JoinError(
+            JoinCloseCode.ROOM_FULL,
+            f"room {room.name} is full ({limit} people): try again later",
+        )
 
 
 class RateLimit:

@@ -45,6 +45,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
         user = rooms.socket_identity(request)  # username, nickname or ?nick=
         room = rooms.get_room(name)
         after = rooms.parse_after(request.GET.get("after"))
+        rooms.check_room_size(room, user)
     except rooms.JoinError as error:
         websocket.close(error.code, error.reason)
         return
@@ -56,15 +57,16 @@ def socket(request: WebSocketRequest, name: str) -> None:
     limit = rooms.RateLimit()
     groups.track(websocket, group, user)  # in the room's presence until it closes
     try:
-        rooms.announce_presence(room)
+        rooms.presence_snapshot(websocket, room)
+        rooms.presence_changed(room, user)
         for data in websocket:  # ends when the client closes
             try:
                 limit.check()
-                rooms.post(websocket, room, user, rooms.parse_message(data))
+                rooms.handle(websocket, room, user, rooms.parse_event(data))
             except rooms.ChatError as error:
                 rooms.send_event(
                     websocket, "error", message=str(error), stored=error.stored
                 )
     finally:
         groups.untrack(websocket, group)
-        rooms.announce_presence(room)
+        rooms.presence_changed(room, user)

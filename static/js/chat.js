@@ -89,8 +89,25 @@ socket.onMessage("message", (message) => {
   else early.push(message);
 });
 
-socket.onMessage("presence", ({ users }) => {
+// Who is here: a snapshot when the connection opens, then deltas.
+let here = new Set();
+
+function showPresence() {
+  const users = [...here].sort();
   presence.replaceChildren(...users.map((user) => el("li", { class: user === me ? "own" : "", text: user })));
+}
+
+socket.onMessage("presence", ({ users }) => {
+  here = new Set(users);
+  showPresence();
+});
+
+socket.onMessage("presence_change", ({ joined, left, count }) => {
+  for (const user of joined) here.add(user);
+  for (const user of left) here.delete(user);
+  showPresence();
+  // A change was lost (the room was briefly unreachable): ask for the list.
+  if (here.size !== count) socket.sendJson({ type: "presence" });
 });
 
 socket.onMessage("error", ({ message }) => showError(message));
