@@ -569,6 +569,15 @@ def run_server(
             f"max broadcast rate {members}",
             lambda running: max_broadcast_rate(running, members, quick),
         )
+    fanout = f"livesearch-fanout {FANOUT_CLIENTS} clients"
+    wanted = any(fanout.startswith(p) for p in prefixes) if prefixes else True
+    if wanted and not server.peer:
+        figures[fanout] = on_fresh_process(
+            server,
+            port,
+            fanout,
+            lambda running: livesearch_fanout(running, api, 3 if quick else 5),
+        )
     wanted = "hostile" in prefixes if prefixes else not quick
     if wanted and not server.peer:
         for case in HOSTILE_CASES:
@@ -580,6 +589,55 @@ def run_server(
                 lambda running, case=case: hostile_case(running, case, quick),
             )
     return figures
+
+
+FANOUT_CLIENTS = 1000
+
+
+def livesearch_fanout(running: Running, api: Any, seconds: float) -> dict[str, object]:
+    """``FANOUT_CLIENTS`` live search clients, each following a query of its
+    own (bench/fanout.py), twice in a row: the worker's threads and RSS
+    before, at the busiest and 5 s after each round (a leak grows from one
+    round to the next; memory the allocator keeps does not), and the
+    upstream requests."""
+    worker = running.worker()
+    rss, threads = [_rss_kib(worker)], [_status(worker, "Threads")]
+    requests = len(api.requests())
+    result: dict[str, object] = {}
+    argv = [
+        str(VENV / "python"),
+        str(BENCH / "fanout.py"),
+        str(running.port),
+        str(FANOUT_CLIENTS),
+        str(seconds),
+    ]
+    for _ in range(2):
+        peak_rss, peak_threads = rss[-1], threads[-1]
+        started = time.monotonic()
+        with subprocess.Popen(
+            pinned(LOADGEN_CPU, argv), stdout=subprocess.PIPE, text=True
+        ) as clients:
+            while clients.poll() is None:
+                if time.monotonic() - started > seconds + 120:
+                    clients.kill()
+                    raise RuntimeError("the fan-out clients are still running")
+                peak_rss = max(peak_rss, _rss_kib(worker))
+                peak_threads = max(peak_threads, _status(worker, "Threads"))
+                time.sleep(0.2)
+            out, _ = clients.communicate()
+        if clients.returncode != 0:
+            raise RuntimeError(f"the fan-out clients failed ({clients.returncode})")
+        result.update(json.loads(out.strip().splitlines()[-1]))
+        time.sleep(5)
+        rss += [peak_rss, _rss_kib(worker)]
+        threads += [peak_threads, _status(worker, "Threads")]
+    result["rss_mib"] = [round(kib / 1024, 1) for kib in rss]
+    result["threads"] = threads
+    result["threads_per_1000_clients"] = round(
+        (max(threads) - threads[0]) * 1000 / FANOUT_CLIENTS
+    )
+    result["upstream_requests"] = len(api.requests()) - requests
+    return result
 
 
 def run_scenario(
@@ -657,7 +715,8 @@ def main() -> int:
     parser.add_argument("--servers", help="comma-separated subset of server names")
     parser.add_argument(
         "--scenarios",
-        help="comma-separated prefixes: echo,hold,broadcast,livesearch,max,hostile",
+        help="comma-separated prefixes: echo,hold,broadcast,livesearch"
+        " (livesearch-fanout alone),max,hostile",
     )
     args = parser.parse_args()
     ensure_tools()
@@ -727,6 +786,13 @@ HEADERS = {
     "broadcast": ["delivered", "p50 ms", "p99 ms"],
     "max": ["max rate/s (all delivered, p99 ≤ 500 ms)", "p99 ms"],
     "livesearch": ["subscribers", "seconds", "pushes received", "upstream requests"],
+    "livesearch-fanout": [
+        "clients: got results / refused",
+        "threads before / peak / after, twice",
+        "threads per 1,000 clients",
+        "RSS MiB before / peak / after, twice",
+        "upstream requests",
+    ],
     "hostile": [
         "RSS growth during / 10 s after, MiB",
         f"bound {HOSTILE_BOUND_MIB:g} MiB",
@@ -786,9 +852,24 @@ def _cells(kind: str, r: dict[str, object]) -> list[str]:
             _fmt(r["result_pushes"]),
             _fmt(r.get("upstream_requests")),
         ]
+    if kind == "livesearch-fanout":
+        return _fanout_cells(r)
     if kind == "hostile":
         return _hostile_cells(r)
     return [str(r.get("max_rate") or "none sustainable"), _fmt(r.get("p99_ms"), 1)]
+
+
+def _fanout_cells(r: dict[str, Any]) -> list[str]:
+    by_event = r["clients_by_event"]
+    refused = sum(n for kind, n in by_event.items() if kind.startswith("error"))
+    return [
+        f"{_fmt(by_event.get('results', 0))} / {_fmt(refused)}"
+        + (f" ({r['failed']} failed to connect)" if r["failed"] else ""),
+        " / ".join(_fmt(n) for n in r["threads"]),
+        _fmt(r["threads_per_1000_clients"]),
+        " / ".join(_fmt(n, 1) for n in r["rss_mib"]),
+        _fmt(r["upstream_requests"]),
+    ]
 
 
 def _hostile_cells(r: dict[str, Any]) -> list[str]:
