@@ -28,6 +28,15 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: rate-limit counters included."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    yield
+
+
 @pytest.fixture
 def _live_server_helper() -> None:
     """Replace pytest-django's hook for its own live_server with nothing."""

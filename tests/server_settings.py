@@ -10,7 +10,7 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = bool(os.environ.get("STARTER_TEST_ATOM
 # e.g. "1000,1": posts per seconds.
 if os.environ.get("STARTER_TEST_CHAT_RATE_LIMIT"):
     limit, period = os.environ["STARTER_TEST_CHAT_RATE_LIMIT"].split(",")
-    CHAT_RATE_LIMIT = (int(limit), float(period))
+    CHAT_RATE_LIMIT = CHAT_ADDRESS_RATE_LIMIT = (int(limit), float(period))
 # SQL run on every new SQLite connection, e.g. "PRAGMA query_only=ON".
 if os.environ.get("STARTER_TEST_SQLITE_INIT"):
     options = DATABASES["default"]["OPTIONS"]

@@ -383,6 +383,7 @@ def test_a_stalled_member_does_not_delay_the_others_and_is_dropped(
     the kernel's buffers and its backlog are full, it is dropped."""
     settings.WEBSOCKET_MAX_SEND_BACKLOG = 64 * 1024
     settings.CHAT_RATE_LIMIT = (100_000, 10.0)
+    settings.CHAT_ADDRESS_RATE_LIMIT = (100_000, 10.0)
 
     def dropped(event: Event) -> bool:
         return event["type"] == "presence_change" and "sloth" in event["left"]
@@ -853,6 +854,7 @@ def test_concurrent_senders_leave_no_gap_in_any_readers_stream(
         assert len(answers) == SENDERS * POSTS
         errors = [event for event in answers if event["type"] == "error"]
         assert all(not event["stored"] for event in errors), errors
+        assert not any("slow down" in event["message"] for event in errors)
         stored = stored_ids(server.url)
         assert sorted(e["id"] for e in answers if e["type"] == "message") == stored
         for ws in connections:
@@ -945,3 +947,95 @@ def test_a_database_that_refuses_writes_gets_an_error_saying_not_stored(
     assert "not stored" in output
     with closing(sqlite3.connect(path)) as db:
         assert [row[0] for row in db.execute("SELECT id FROM chat_message")] == stored
+
+
+# Abuse: limits that outlive a connection, names that are someone else's.
+
+
+def fresh_window(period: float, needed: float = 3.0) -> None:
+    """Sleep into the next fixed rate-limit window unless the current one
+    (aligned on multiples of *period*, as apps/ratelimit.py counts) has
+    *needed* seconds left, so a test's attempts all count in one window."""
+    left = period - time.time() % period
+    if left < needed:
+        time.sleep(left + 0.01)
+
+
+def test_reconnecting_does_not_reset_the_rate_limit(base: str, room: Room) -> None:
+    fresh_window(10.0)
+    for n in range(10):
+        with join(base, "tea", "ada") as ada:
+            history(ada)
+            assert say(ada, f"post {n}")["type"] == "message"
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        answer = post_raw(ada, json.dumps({"type": "message", "text": "one more"}))
+    assert answer["type"] == "error" and answer["stored"] is False
+    assert answer["message"].startswith(
+        "slow down: at most 10 messages every 10 seconds; try again in "
+    )
+    assert Message.objects.count() == 10
+
+
+def test_many_nicknames_from_one_address_share_its_limit(
+    base: str, room: Room, settings: Any
+) -> None:
+    settings.CHAT_ADDRESS_RATE_LIMIT = (15, 10.0)
+    fresh_window(10.0)
+    answers = []
+    for n in range(20):
+        with join(base, "tea", f"sock{n}") as ws:
+            history(ws)
+            answers.append(post_raw(ws, json.dumps({"type": "message", "text": "hi"})))
+    assert [answer["type"] for answer in answers] == ["message"] * 15 + ["error"] * 5
+    assert Message.objects.count() == 15
+
+
+@pytest.mark.django_db
+def test_creating_rooms_is_limited_per_client_but_joining_is_not(
+    client: Client, settings: Any
+) -> None:
+    settings.CHAT_ROOM_CREATION_LIMIT = (3, 600.0)
+    fresh_window(600.0)
+    for n in range(3):
+        assert (
+            client.post("/chat/", {"nickname": "ada", "room": f"r{n}"}).status_code
+            == 302
+        )
+    response = client.post("/chat/", {"nickname": "ada", "room": "r3"})
+    assert response.status_code == 200
+    assert "You have created 3 rooms in a short while" in response.content.decode()
+    assert not Room.objects.filter(name="r3").exists()
+    assert client.post("/chat/", {"nickname": "ada", "room": "r0"}).status_code == 302
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("nickname", ["admin", "ADMIN", "\u0430dmin", "ａｄｍｉｎ"])
+def test_a_registered_username_or_its_lookalike_is_not_a_nickname(
+    client: Client, django_user_model: type[AbstractUser], nickname: str
+) -> None:
+    django_user_model.objects.create_user("admin")
+    response = client.post("/chat/", {"nickname": nickname, "room": "tea"})
+    assert response.status_code == 200
+    assert "That name belongs to a registered user" in response.content.decode()
+
+
+def test_nick_cannot_borrow_a_registered_username_and_messages_say_who_is_verified(
+    base: str, room: Room, client: Client, django_user_model: type[AbstractUser]
+) -> None:
+    django_user_model.objects.create_user("admin")
+    assert expect_refusal(base, "/chat/tea/ws/?nick=%D0%B0dmin") == (
+        JoinCloseCode.BAD_REQUEST,
+        "invalid nickname: That name belongs to a registered user: log in to use "
+        "it, or pick another.",
+    )
+    client.force_login(django_user_model.objects.get(username="admin"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    with (
+        join(base, "tea", None, additional_headers={"Cookie": cookie}) as admin,
+        join(base, "tea", "ada") as ada,
+    ):
+        history(admin)
+        history(ada)
+        assert say(admin, "from the admin")["verified"] is True
+        assert say(ada, "from a nickname")["verified"] is False

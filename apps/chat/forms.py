@@ -14,7 +14,8 @@ class JoinForm(forms.Form):
     the session. A logged-in user chats under their username instead."""
 
     nickname = forms.CharField(
-        max_length=rooms.MAX_NICKNAME_LENGTH, validators=[rooms.validate_nickname]
+        max_length=rooms.MAX_NICKNAME_LENGTH,
+        validators=[rooms.validate_nickname, rooms.validate_nickname_is_free],
     )
     room = forms.CharField(max_length=64, validators=[rooms.validate_room_name])
 
@@ -23,6 +24,12 @@ class JoinForm(forms.Form):
         self.request = request
         if request.user.is_authenticated:
             del self.fields["nickname"]
+
+    def clean_room(self) -> str:
+        name: str = self.cleaned_data["room"]
+        if not Room.objects.filter(name=name).exists():
+            rooms.check_room_creation(self.request)
+        return name
 
     def save(self) -> Room:
         """Keep the nickname in the session; return the room, created if new."""

@@ -23,6 +23,9 @@ class Room(models.Model):
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.CharField(max_length=150)
+    # The author was a logged-in user (author is their username), not a
+    # nickname anyone could have picked.
+    verified = models.BooleanField(default=False)
     text = models.TextField(max_length=2000)
     created_at = models.DateTimeField(default=timezone.now)
 

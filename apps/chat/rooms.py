@@ -8,21 +8,26 @@ stream. The socket is written to only through ``send_event()``; the wire
 format is described in ``docs/chat.md``.
 """
 
+import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
+import unicodedata
 from collections import deque
 from datetime import UTC
 from enum import IntEnum
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 
+from apps import ratelimit
 from apps.chat.models import Message, Room
 from django_websocket import BroadcastError, WebSocket, groups
 
@@ -37,7 +42,9 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Settings of the chat app, read at call time so that tests can override them.
 DEFAULTS: dict[str, Any] = {
     "CHAT_HISTORY_SIZE": 50,  # messages sent on a connect without ?after=
-    "CHAT_RATE_LIMIT": (10, 10.0),  # messages per connection, per seconds
+    "CHAT_RATE_LIMIT": (10, 10.0),  # messages per client, per seconds
+    "CHAT_ADDRESS_RATE_LIMIT": (60, 10.0),  # messages per client address
+    "CHAT_ROOM_CREATION_LIMIT": (5, 600.0),  # rooms created per client
     "CHAT_PRESENCE_INTERVAL": 0.5,  # seconds between a room's presence deltas
     "CHAT_MAX_MEMBERS": 1000,  # people in one room at once
 }
@@ -101,6 +108,36 @@ def validate_nickname(nickname: str) -> None:
         )
 
 
+# Letters that look like Latin ones, folded onto them before names are
+# compared (the common cases of Unicode TR39's confusables).
+_LOOKALIKES = str.maketrans(
+    "аеёіїјкорсухѕԁԛԝɡαοντιкχυϲ0",
+    "aeeiijkopcyxsdqwgaovtikxuco",
+)
+
+
+def skeleton(name: str) -> str:
+    """*name* folded for comparison: NFKC, case-folded, lookalikes to Latin."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKES)
+
+
+def validate_nickname_is_free(nickname: str) -> None:
+    """Raises ValidationError if *nickname* is, or looks like, the username
+    of a registered user (who chats under it once logged in)."""
+    user_model = get_user_model()
+    lookup = f"{user_model.USERNAME_FIELD}__iexact"
+    manager = user_model._default_manager
+    if any(
+        manager.filter(**{lookup: name}).exists()
+        for name in {nickname, skeleton(nickname)}
+    ):
+        raise ValidationError(
+            "That name belongs to a registered user: log in to use it, or pick "
+            "another.",
+            code="nickname_taken",
+        )
+
+
 def group_name(room: Room) -> str:
     return f"chat:{room.name}"
 
@@ -131,6 +168,7 @@ def socket_identity(request: HttpRequest) -> str:
         raise JoinError(JoinCloseCode.NO_IDENTITY, "choose a nickname first")
     try:
         validate_nickname(nickname)
+        validate_nickname_is_free(nickname)
     except ValidationError as error:
         raise JoinError(
             JoinCloseCode.BAD_REQUEST, f"invalid nickname: {error.messages[0]}"
@@ -186,6 +224,7 @@ def message_event(message: Message) -> dict[str, Any]:
         "id": message.id,
         "room": message.room.name,
         "user": message.author,
+        "verified": message.verified,
         "text": message.text,
         "ts": message.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -222,12 +261,15 @@ def parse_event(data: str | bytes) -> dict[str, Any]:
     return {"type": "message", "text": text}
 
 
-def handle(websocket: WebSocket, room: Room, user: str, event: dict[str, Any]) -> None:
-    """Answer one event from ``parse_event()``."""
+def handle(
+    websocket: WebSocket, room: Room, user: str, verified: bool, event: dict[str, Any]
+) -> None:
+    """Answer one event from ``parse_event()``; *verified* says that *user*
+    is a logged-in user's username, not a nickname."""
     if event["type"] == "presence":
         presence_snapshot(websocket, room)
     else:
-        post(websocket, room, user, event["text"])
+        post(websocket, room, user, event["text"], verified=verified)
 
 
 # Messages.
@@ -243,7 +285,9 @@ def history(room: Room, after: int | None) -> list[dict[str, Any]]:
     return [message_event(message) for message in messages.filter(id__gt=after)]
 
 
-def post(websocket: WebSocket, room: Room, author: str, text: str) -> None:
+def post(
+    websocket: WebSocket, room: Room, author: str, text: str, *, verified: bool
+) -> None:
     """Store a message, then publish it to everyone in the room, its author
     included.
 
@@ -256,7 +300,9 @@ def post(websocket: WebSocket, room: Room, author: str, text: str) -> None:
         # One transaction for the message and what post_save adds (the live
         # search index): stored whole, or not at all and the author is told.
         with transaction.atomic():
-            message = Message.objects.create(room=room, author=author, text=text)
+            message = Message.objects.create(
+                room=room, author=author, text=text, verified=verified
+            )
     except DatabaseError as error:
         logger.error("Message from %s in %s not stored: %s", author, room.name, error)
         raise ChatError(
@@ -378,25 +424,52 @@ def check_room_size(room: Room, user: str) -> None:
 
 
 class RateLimit:
-    """At most ``CHAT_RATE_LIMIT`` messages over any sliding window, for one
-    connection (used by its own thread only)."""
+    """At most ``CHAT_RATE_LIMIT`` messages over any sliding window on one
+    connection, and as many per window (fixed, in Django's cache) for the
+    client across all its connections: its user, session or nickname, and
+    ``CHAT_ADDRESS_RATE_LIMIT`` for its address. Reconnecting resets
+    nothing. Used by the connection's own thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: HttpRequest, user: str) -> None:
         self.limit, self.period = get_setting("CHAT_RATE_LIMIT")
         self._times: deque[float] = deque()  # monotonic times of accepted messages
+        address, *who = ratelimit.client_keys(request)
+        if not who:  # ?nick= without a session: the nickname is all there is
+            who = [f"nick:{hashlib.sha256(user.encode()).hexdigest()[:32]}"]
+        self._client = [
+            (f"chat:post:{key}", self.limit, self.period) for key in who
+        ] + [(f"chat:post:{address}", *get_setting("CHAT_ADDRESS_RATE_LIMIT"))]
 
     def check(self) -> None:
         """Count one more message.
 
         Raises:
-            ChatError: If it is over the limit (then it does not count).
+            ChatError: If it is over a limit (then it does not count here).
         """
         now = time.monotonic()
         while self._times and now - self._times[0] >= self.period:
             self._times.popleft()
+        slow_down = (
+            f"slow down: at most {self.limit} messages every {self.period:g} seconds"
+        )
         if len(self._times) >= self.limit:
-            raise ChatError(
-                f"slow down: at most {self.limit} messages "
-                f"every {self.period:g} seconds"
-            )
+            raise ChatError(slow_down)
+        for key, limit, period in self._client:
+            wait = ratelimit.rate_limited(key, limit, period)
+            if wait:
+                raise ChatError(f"{slow_down}; try again in {math.ceil(wait)} s")
         self._times.append(now)
+
+
+def check_room_creation(request: HttpRequest) -> None:
+    """Raises ValidationError when the client created
+    ``CHAT_ROOM_CREATION_LIMIT`` rooms in the current window."""
+    limit, period = get_setting("CHAT_ROOM_CREATION_LIMIT")
+    for key in ratelimit.client_keys(request):
+        wait = ratelimit.rate_limited(f"chat:room:{key}", limit, period)
+        if wait:
+            raise ValidationError(
+                f"You have created {limit} rooms in a short while; join an "
+                f"existing one, or try again in {math.ceil(wait)} seconds.",
+                code="room_rate",
+            )

@@ -54,7 +54,8 @@ def socket(request: WebSocketRequest, name: str) -> None:
     # arrives twice (the client dedups by id) rather than not at all.
     groups.subscribe(websocket, group)
     rooms.send_event(websocket, "history", messages=rooms.history(room, after))
-    limit = rooms.RateLimit()
+    limit = rooms.RateLimit(request, user)
+    verified = request.user.is_authenticated
     groups.track(websocket, group, user)  # in the room's presence until it closes
     try:
         rooms.presence_snapshot(websocket, room)
@@ -62,7 +63,8 @@ def socket(request: WebSocketRequest, name: str) -> None:
         for data in websocket:  # ends when the client closes
             try:
                 limit.check()
-                rooms.handle(websocket, room, user, rooms.parse_event(data))
+                event = rooms.parse_event(data)
+                rooms.handle(websocket, room, user, verified, event)
             except rooms.ChatError as error:
                 rooms.send_event(
                     websocket, "error", message=str(error), stored=error.stored
