@@ -1039,3 +1039,70 @@ def test_nick_cannot_borrow_a_registered_username_and_messages_say_who_is_verifi
         history(ada)
         assert say(admin, "from the admin")["verified"] is True
         assert say(ada, "from a nickname")["verified"] is False
+
+
+# History in pages.
+
+
+def test_a_long_absence_comes_in_bounded_pages_asked_for_one_by_one(
+    base: str, room: Room, settings: Any
+) -> None:
+    settings.CHAT_HISTORY_PAGE = 200
+    Message.objects.bulk_create(
+        Message(room=room, author="ada", text=f"{n} " + "x" * 1990) for n in range(450)
+    )
+    ids = list(room.messages.values_list("id", flat=True))
+    with join(base, "tea", "bob", after=0, max_size=1024 * 1024) as bob:
+        pages, received = [], []
+        event = next_of(bob, "history")
+        while True:
+            pages.append(len(event["messages"]))
+            received += [message["id"] for message in event["messages"]]
+            if not event["more"]:
+                break
+            bob.send(json.dumps({"type": "history", "after": received[-1]}))
+            event = next_of(bob, "history")
+    assert pages == [200, 200, 50]
+    assert received == ids
+
+
+def test_older_messages_come_a_page_at_a_time_before_the_oldest_shown(
+    base: str, room: Room
+) -> None:
+    Message.objects.bulk_create(
+        Message(room=room, author="ada", text=str(n)) for n in range(120)
+    )
+    ids = list(room.messages.values_list("id", flat=True))
+    with join(base, "tea", "bob") as bob:
+        first = next_of(bob, "history")
+        assert [m["id"] for m in first["messages"]] == ids[-50:]
+        assert first["older"] is True and first["more"] is False
+        shown = [m["id"] for m in first["messages"]]
+        while True:
+            bob.send(json.dumps({"type": "older", "before": shown[0]}))
+            page = next_of(bob, "older")
+            shown = [m["id"] for m in page["messages"]] + shown
+            if not page["older"]:
+                break
+    assert shown == ids
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ({"type": "history", "after": "1"}, '"after" must be a message id'),
+        ({"type": "history"}, '"after" must be a message id'),
+        ({"type": "older", "before": -1}, '"before" must be a message id'),
+        ({"type": "older", "before": True}, '"before" must be a message id'),
+    ],
+)
+def test_a_malformed_page_request_gets_an_error_event(
+    base: str, room: Room, request_: Event, error: str
+) -> None:
+    with join(base, "tea", "bob") as bob:
+        history(bob)
+        assert post_raw(bob, json.dumps(request_)) == {
+            "type": "error",
+            "message": error,
+            "stored": False,
+        }

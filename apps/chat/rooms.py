@@ -42,6 +42,7 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Settings of the chat app, read at call time so that tests can override them.
 DEFAULTS: dict[str, Any] = {
     "CHAT_HISTORY_SIZE": 50,  # messages sent on a connect without ?after=
+    "CHAT_HISTORY_PAGE": 200,  # messages per page of what a client missed
     "CHAT_RATE_LIMIT": (10, 10.0),  # messages per client, per seconds
     "CHAT_ADDRESS_RATE_LIMIT": (60, 10.0),  # messages per client address
     "CHAT_ROOM_CREATION_LIMIT": (5, 600.0),  # rooms created per client
@@ -230,9 +231,25 @@ def message_event(message: Message) -> dict[str, Any]:
     }
 
 
-def parse_event(data: str | bytes) -> dict[str, Any]:
-    """Return a client's event, checked: ``{"type": "message", "text": ...}``
-    or ``{"type": "presence"}`` (a request for the whole list).
+def parse_event(data: str | bytes, limit: "RateLimit") -> dict[str, Any]:
+    """``check_event()``, counted by *limit*: posts, presence requests and
+    refused frames count; history pages do not (a client that was away long
+    may need many, and gets each only after asking for it)."""
+    try:
+        event = check_event(data)
+    except ChatError:
+        limit.check()
+        raise
+    if event["type"] not in ("history", "older"):
+        limit.check()
+    return event
+
+
+def check_event(data: str | bytes) -> dict[str, Any]:
+    """Return a client's event, checked: ``{"type": "message", "text": ...}``,
+    or a request: ``{"type": "presence"}`` (the whole list),
+    ``{"type": "history", "after": id}`` (the next page of what was missed),
+    ``{"type": "older", "before": id}`` (the page before the oldest shown).
 
     Raises:
         ChatError: If it is anything else.
@@ -247,6 +264,12 @@ def parse_event(data: str | bytes) -> dict[str, Any]:
         raise ChatError('message must be a JSON object with a "type"')
     if event.get("type") == "presence":
         return {"type": "presence"}
+    if event.get("type") in ("history", "older"):
+        field = "after" if event["type"] == "history" else "before"
+        value = event.get(field)
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise ChatError(f'"{field}" must be a message id')
+        return {"type": event["type"], field: value}
     if event.get("type") != "message":
         raise ChatError(f"unknown message type: {json.dumps(event.get('type'))}")
     text = event.get("text")
@@ -268,6 +291,10 @@ def handle(
     is a logged-in user's username, not a nickname."""
     if event["type"] == "presence":
         presence_snapshot(websocket, room)
+    elif event["type"] == "history":
+        send_event(websocket, "history", **history(room, event["after"]))
+    elif event["type"] == "older":
+        send_event(websocket, "older", **older(room, event["before"]))
     else:
         post(websocket, room, user, event["text"], verified=verified)
 
@@ -275,14 +302,39 @@ def handle(
 # Messages.
 
 
-def history(room: Room, after: int | None) -> list[dict[str, Any]]:
-    """The room's last ``CHAT_HISTORY_SIZE`` messages, or, with *after*,
-    every message whose id is greater, oldest first."""
+def history(room: Room, after: int | None) -> dict[str, Any]:
+    """The fields of a ``history`` event: without *after*, the room's last
+    ``CHAT_HISTORY_SIZE`` messages and whether there are ``older`` ones;
+    with it, the first ``CHAT_HISTORY_PAGE`` messages after that id and
+    whether there are ``more`` (asked for with ``{"type": "history",
+    "after": <the last id>}``). Oldest first."""
     messages = room.messages.select_related("room")
     if after is None:
-        latest = messages.order_by("-id")[: get_setting("CHAT_HISTORY_SIZE")]
-        return [message_event(message) for message in reversed(latest)]
-    return [message_event(message) for message in messages.filter(id__gt=after)]
+        size = get_setting("CHAT_HISTORY_SIZE")
+        latest = list(messages.order_by("-id")[: size + 1])
+        return {
+            "messages": [message_event(message) for message in reversed(latest[:size])],
+            "more": False,
+            "older": len(latest) > size,
+        }
+    size = get_setting("CHAT_HISTORY_PAGE")
+    page = list(messages.filter(id__gt=after).order_by("id")[: size + 1])
+    return {
+        "messages": [message_event(message) for message in page[:size]],
+        "more": len(page) > size,
+    }
+
+
+def older(room: Room, before: int) -> dict[str, Any]:
+    """The fields of an ``older`` event: up to ``CHAT_HISTORY_SIZE``
+    messages before id *before*, oldest first, and whether there are more."""
+    size = get_setting("CHAT_HISTORY_SIZE")
+    messages = room.messages.select_related("room").filter(id__lt=before)
+    page = list(messages.order_by("-id")[: size + 1])
+    return {
+        "messages": [message_event(message) for message in reversed(page[:size])],
+        "older": len(page) > size,
+    }
 
 
 def post(

@@ -53,7 +53,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
     # Subscribe before reading the history: a message stored meanwhile then
     # arrives twice (the client dedups by id) rather than not at all.
     groups.subscribe(websocket, group)
-    rooms.send_event(websocket, "history", messages=rooms.history(room, after))
+    rooms.send_event(websocket, "history", **rooms.history(room, after))
     limit = rooms.RateLimit(request, user)
     verified = request.user.is_authenticated
     groups.track(websocket, group, user)  # in the room's presence until it closes
@@ -62,8 +62,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
         rooms.presence_changed(room, user)
         for data in websocket:  # ends when the client closes
             try:
-                limit.check()
-                event = rooms.parse_event(data)
+                event = rooms.parse_event(data, limit)
                 rooms.handle(websocket, room, user, verified, event)
             except rooms.ChatError as error:
                 rooms.send_event(

@@ -76,8 +76,14 @@ const socket = connect({
   },
 });
 
-socket.onMessage("history", ({ messages }) => {
+socket.onMessage("history", ({ messages, more }) => {
   for (const message of messages) show(message);
+  // A long absence comes in pages: ask for the next one; live messages
+  // wait until the last page is in, so the resume point never skips.
+  if (more) {
+    socket.sendJson({ type: "history", after: lastId });
+    return;
+  }
   for (const message of early) show(message);
   early = [];
   synced = true;
