@@ -1,12 +1,18 @@
 """The site's pages, rendered through Django's test client."""
 
 import inspect
+import re
+from pathlib import Path
+from typing import Any
 
+import pytest
 from django.template.loader import render_to_string
 from django.test import Client
 from markupsafe import escape
 
 from apps.echo import views as echo_views
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 def test_home_page_links_to_every_demo(client: Client) -> None:
@@ -61,3 +67,82 @@ def test_500_page_renders_without_a_request() -> None:
     html = render_to_string("500.html")
     assert "<h1>Server error</h1>" in html
     assert 'href="/echo/"' in html
+
+
+# The policy of config/settings.py, as the browser receives it.
+POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'; object-src 'none'"
+)
+
+# What a strict policy refuses to run or apply: a <script> without src, a
+# <style> element, a style= attribute, an on*= handler, a javascript: URL.
+INLINE_CODE = [
+    re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE),
+    re.compile(r"<style\b[^>]*>", re.IGNORECASE),
+    re.compile(r"\sstyle\s*=", re.IGNORECASE),
+    re.compile(r"\son[a-z]+\s*=", re.IGNORECASE),
+    re.compile(r"javascript:", re.IGNORECASE),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/", 200),
+        ("/echo/", 200),
+        ("/livesearch/", 200),
+        ("/chat/", 200),
+        ("/chat/tea/", 200),
+        ("/no-such-page/", 404),
+        ("/chat/no-such-room/", 404),
+        ("/echo/ws/", 400),
+    ],
+)
+def test_every_page_sends_the_content_security_policy(
+    client: Client, path: str, status: int
+) -> None:
+    # Joining through the form creates the room and keeps the nickname.
+    client.post("/chat/", {"nickname": "ada", "room": "tea"})
+    response = client.get(path)
+    assert response.status_code == status
+    assert response["Content-Security-Policy"] == POLICY
+
+
+def test_500_page_sends_the_content_security_policy(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in a view renders 500.html, which gets the header too."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the home page failed")
+
+    monkeypatch.setattr("config.views.render", fail)
+    client.raise_request_exception = False
+    response = client.get("/")
+    assert response.status_code == 500
+    assert "<h1>Server error</h1>" in response.content.decode()
+    assert response["Content-Security-Policy"] == POLICY
+
+
+def test_debug_error_pages_keep_their_inline_styles(
+    client: Client, settings: Any
+) -> None:
+    """With DEBUG on, Django's technical 404 styles itself inline: no header."""
+    settings.DEBUG = True
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "<style>" in response.content.decode()
+    assert "Content-Security-Policy" not in response
+
+
+def test_templates_have_no_inline_script_style_or_handlers() -> None:
+    """The policy forbids inline code; nothing in templates/ may need it."""
+    offenders = []
+    for template in sorted(TEMPLATES.rglob("*.html")):
+        html = template.read_text()
+        for pattern in INLINE_CODE:
+            offenders += [f"{template.name}: {m}" for m in pattern.findall(html)]
+    assert offenders == []
