@@ -790,19 +790,35 @@ def test_two_server_processes_share_rooms_and_presence_through_redis(
             assert say(bob, "hello from two") == next_of(ada, "message")
 
             redis_server.stop()
+            # Both are told, by their own process.
+            for member in (ada, bob):
+                assert next_of(member, "unreachable")["message"].startswith(
+                    "the room cannot be reached for now"
+                )
             ada.send(json.dumps({"type": "message", "text": "while redis is down"}))
             unsent = next_of(ada, "message")
             assert unsent["text"] == "while redis is down"
-            assert next_of(ada, "error")["message"] == (
-                f"message {unsent['id']} is saved, but the room cannot be reached "
-                "right now: the others will see it when they reconnect"
-            )
+            assert next_of(ada, "error") == {
+                "type": "error",
+                "message": f"message {unsent['id']} is saved, but the room cannot "
+                "be reached right now: the others will see it when they reconnect",
+                "stored": True,
+            }
 
             redis_server.start()
+            # The author always gets an answer, even before this process has
+            # resubscribed.
+            for n in range(3):
+                assert say(ada, f"just after the restart {n}")["type"] == "message"
+            # Once back, each member is made to catch up from the database.
+            resync = next_of(bob, "resync")
+            bob.send(json.dumps({"type": "history", "after": resync["after"]}))
+            caught_up = [event["text"] for event in next_of(bob, "history")["messages"]]
+            assert "while redis is down" in caught_up
             wait_for_count(one, 2)
             wait_for_count(two, 2)
-            # The next message bob gets: the outage's message was never live.
-            assert say(ada, "redis is back") == next_of(bob, "message")
+            back = say(ada, "redis is back")
+            assert back["id"] in all_ids_received(bob, {back["id"]})
         receive_until(ada, presence_is(ada, ["ada"]))
 
     with join(two.url, "lobby", "cy", after=0) as cy:
@@ -810,6 +826,7 @@ def test_two_server_processes_share_rooms_and_presence_through_redis(
             "hello from one",
             "hello from two",
             "while redis is down",
+            *(f"just after the restart {n}" for n in range(3)),
             "redis is back",
         ]
     assert one.process.poll() is None and two.process.poll() is None

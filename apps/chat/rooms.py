@@ -8,6 +8,7 @@ stream. The socket is written to only through ``send_event()``; the wire
 format is described in ``docs/chat.md``.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -25,11 +26,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
+from django.db import connection as db_connection
 from django.http import HttpRequest
 
 from apps import ratelimit
 from apps.chat.models import Message, Room
-from django_websocket import BroadcastError, WebSocket, groups
+from django_websocket import BroadcastError, ConnectionClosed, WebSocket, groups
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +366,10 @@ def post(
     event = message_event(message)
     try:
         groups.publish(group_name(room), _encode(event))
+        if not groups.connected():
+            # Published, but this process hears nothing back until it has
+            # resubscribed: the author gets it now (clients dedup by id).
+            send_event(websocket, **event)
     except BroadcastError as error:
         logger.warning("Message %d stored but not published: %s", message.id, error)
         send_event(websocket, **event)
@@ -525,3 +531,48 @@ def check_room_creation(request: HttpRequest) -> None:
                 f"existing one, or try again in {math.ceil(wait)} seconds.",
                 code="room_rate",
             )
+
+
+# Redis outages: members are told, then made to catch up from the database.
+
+# Messages this many seconds older than the moment the outage was noticed
+# are sent again on resync: noticing takes up to a ping and a timeout.
+RESYNC_MARGIN = 10.0
+_outage_began: float | None = None  # time.time(), in the listener thread only
+
+
+def on_reach_lost(sender: object, **kwargs: Any) -> None:
+    """``groups.reach_lost`` receiver: tell this process's members that the
+    room's other processes cannot be heard for now."""
+    global _outage_began
+    _outage_began = _outage_began or time.time()
+    _tell_members(
+        kwargs["groups"],
+        "unreachable",
+        message="the room cannot be reached for now: messages from people on "
+        "other servers will appear once it is back",
+    )
+
+
+def on_reach_restored(sender: object, **kwargs: Any) -> None:
+    """``groups.reach_restored`` receiver: send each member a ``resync`` with
+    the id to ask history from (``{"type": "history", "after": id}``)."""
+    global _outage_began
+    since = (_outage_began or time.time()) - RESYNC_MARGIN
+    _outage_began = None
+    try:
+        before = Message.objects.filter(
+            created_at__lt=datetime.fromtimestamp(since, UTC)
+        )
+        after = before.order_by("-id").values_list("id", flat=True).first() or 0
+    finally:
+        db_connection.close()  # this is the groups backend's thread
+    _tell_members(kwargs["groups"], "resync", after=after)
+
+
+def _tell_members(group_names: list[str], type: str, **fields: Any) -> None:
+    for group in group_names:
+        if group.startswith("chat:"):
+            for websocket in groups.local_members(group):
+                with contextlib.suppress(ConnectionClosed):
+                    send_event(websocket, type, **fields)

@@ -27,6 +27,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
 from django_websocket.conf import get_setting
@@ -35,15 +36,27 @@ from django_websocket.groups.base import BaseBackend
 
 __all__ = [
     "BaseBackend",
+    "connected",
     "get_backend",
     "local_members",
     "presence",
     "publish",
+    "reach_lost",
+    "reach_restored",
     "subscribe",
     "track",
     "unsubscribe",
     "untrack",
 ]
+
+#: Sent when the backend stops reaching the other processes (Redis went
+#: away): ``sender`` is the backend's class, ``groups`` the groups with
+#: members in this process, which hear nothing from elsewhere until
+#: ``reach_restored``. Receivers run in the backend's thread: keep them short.
+reach_lost = Signal()
+#: Sent when it reaches them again, resubscribed: members may have missed
+#: what was published meanwhile. Same arguments.
+reach_restored = Signal()
 
 _backend: BaseBackend | None = None
 # Serializes creating and replacing the process's backend.
@@ -146,3 +159,9 @@ def presence(group: str) -> dict[str, int]:
         BroadcastError: If the backend cannot be reached.
     """
     return get_backend().presence(group)
+
+
+def connected() -> bool:
+    """Tell whether messages published elsewhere reach this process now
+    (always true for the in-process backend)."""
+    return get_backend().connected

@@ -119,5 +119,10 @@ class BaseBackend:
     def on_last_member(self, group: str) -> None:
         """Called when this process loses its last member of *group*."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether messages published elsewhere reach this process now."""
+        return True
+
     def close(self) -> None:
         """Release connections and threads (when settings change)."""

@@ -5,8 +5,9 @@ groups that have members in this process, and hands every message it
 receives to those members. ``publish()`` goes through Redis even for local
 members, so every process sees the messages of a group in the same order.
 
-When Redis goes away the listener logs it, retries with capped exponential
-backoff and resubscribes; the server keeps serving. ``publish()`` meanwhile
+When Redis goes away the listener logs it, sends ``groups.reach_lost``,
+retries with capped exponential backoff, resubscribes and sends
+``groups.reach_restored``; the server keeps serving. ``publish()`` meanwhile
 raises ``BroadcastError`` within ``socket_timeout`` instead of hanging.
 Messages published while a process was cut off from Redis are not replayed
 to it: store what must not be lost (the chat stores every message) and let
@@ -25,6 +26,7 @@ from typing import Any
 
 from django_websocket.connection import Message
 from django_websocket.exceptions import BroadcastError
+from django_websocket.groups import reach_lost, reach_restored
 from django_websocket.groups.base import BaseBackend
 
 __all__ = ["RedisBackend"]
@@ -80,6 +82,8 @@ class RedisBackend(BaseBackend):
         self._confirmed: dict[bytes, threading.Event] = {}
         self._stopping = threading.Event()
         self._connected = threading.Event()
+        # None until the first attempt; reach_lost/reach_restored on changes.
+        self._reachable: bool | None = None
         self._listener = threading.Thread(
             target=self._listen, name="django-websocket-redis", daemon=True
         )
@@ -202,6 +206,9 @@ class RedisBackend(BaseBackend):
                         backoff,
                     )
                 self._connected.clear()
+                if self._reachable is not False:
+                    self._reachable = False
+                    self._announce(reach_lost)
                 self._drop_pubsub()
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -228,7 +235,10 @@ class RedisBackend(BaseBackend):
             self._store_presence(group)
         if not self._connected.is_set():
             logger.info("Subscribed to Redis at %s", self.url)
-        self._connected.set()
+            self._connected.set()
+            if self._reachable is False:
+                self._announce(reach_restored)
+            self._reachable = True
         try:
             self._relay(pubsub)
         finally:
@@ -257,6 +267,19 @@ class RedisBackend(BaseBackend):
         group = channel[len(self.prefix.encode()) :].decode()
         kind, data = payload[:1], payload[1:]
         self.deliver(group, data.decode() if kind == _TEXT else data)
+
+    def _announce(self, signal: Any) -> None:
+        """Send *signal*; a failing receiver is logged, never the listener's end."""
+        for receiver, result in signal.send_robust(
+            type(self), backend=self, groups=self.groups()
+        ):
+            if isinstance(result, Exception):
+                logger.error(
+                    "%r receiver %r failed",
+                    "reach_lost" if signal is reach_lost else "reach_restored",
+                    receiver,
+                    exc_info=result,
+                )
 
     def _drop_pubsub(self) -> None:
         with self._pubsub_lock:

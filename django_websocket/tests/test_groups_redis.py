@@ -59,6 +59,8 @@ def test_delivery_resumes_after_redis_restarts(two_servers, redis_server):
         redis_server.stop()
         ada.send("while Redis is down")
         reply = ada.receive(timeout=TIMEOUT * 2)
+        while reply.startswith("reach "):  # the views relay reach_lost
+            reply = ada.receive(timeout=TIMEOUT * 2)
         assert reply.startswith(
             "error: cannot publish to group 'room': Redis at redis://"
         )
@@ -139,3 +141,21 @@ def test_presence_of_a_dead_process_is_dropped(two_servers):
             return ada.receive_json() == {"ada": 1}
 
         assert _until(bob_gone)
+
+
+def test_losing_and_regaining_redis_is_signalled_to_the_local_members(
+    two_servers, redis_server
+):
+    """The test views relay reach_lost and reach_restored to the members of
+    the groups they name (django_websocket/tests/views.py)."""
+    first, _ = two_servers
+    with WebSocketClient(first.url, "/groups/room/", timeout=TIMEOUT) as ada:
+        assert ada.receive() == "joined"
+        redis_server.stop()
+        assert _until(
+            lambda: _drain_until(ada, "reach lost: ['room'], connected: False")
+        )
+        redis_server.start()
+        assert _until(
+            lambda: _drain_until(ada, "reach restored: ['room'], connected: True")
+        )

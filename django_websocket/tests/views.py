@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from typing import Any
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
@@ -364,3 +365,26 @@ def fallback(request: WebSocketRequest) -> None:
             ws.send(f"read: {message}")
             return
         threading.Event().wait(0.01)
+
+
+def _relay_reach(
+    what: str, sender: object, groups: list[str], **kwargs: object
+) -> None:
+    from django_websocket.groups import connected, local_members
+
+    for group in groups:
+        for member in local_members(group):
+            with contextlib.suppress(ConnectionClosed):
+                member.send(f"{what}: {groups}, connected: {connected()}")
+
+
+def _relay_lost(sender: object, **kwargs: Any) -> None:
+    _relay_reach("reach lost", sender, **kwargs)
+
+
+def _relay_restored(sender: object, **kwargs: Any) -> None:
+    _relay_reach("reach restored", sender, **kwargs)
+
+
+groups.reach_lost.connect(_relay_lost)
+groups.reach_restored.connect(_relay_restored)

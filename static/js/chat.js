@@ -118,6 +118,16 @@ socket.onMessage("presence_change", ({ joined, left, count }) => {
 
 socket.onMessage("error", ({ message }) => showError(message));
 
+// The room's other servers cannot be heard for now (Redis is away) ...
+socket.onMessage("unreachable", ({ message }) => showError(message));
+
+// ... and now they can: fetch what was missed, and who is here.
+socket.onMessage("resync", ({ after }) => {
+  errorLine.hidden = true;
+  socket.sendJson({ type: "history", after });
+  socket.sendJson({ type: "presence" });
+});
+
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   if (!socket.sendJson({ type: "message", text: input.value })) return;
