@@ -1123,3 +1123,17 @@ def test_a_malformed_page_request_gets_an_error_event(
             "message": error,
             "stored": False,
         }
+
+
+@pytest.mark.django_db
+def test_the_room_list_comes_in_pages(client: Client, settings: Any) -> None:
+    settings.CHAT_ROOMS_PER_PAGE = 50
+    Room.objects.bulk_create(Room(name=f"room{n:04}") for n in range(120))
+    total = Room.objects.count()  # with the lobby migrate makes
+    first = client.get("/chat/").content.decode()
+    assert first.count('class="count"') == 50
+    assert "Page 1 of 3" in first and 'rel="next" href="?page=2"' in first
+    last = client.get("/chat/?page=3").content.decode()
+    assert last.count('class="count"') == total - 100
+    assert 'rel="prev" href="?page=2"' in last
+    assert client.get("/chat/?page=junk").content.decode().count('class="count"') == 50

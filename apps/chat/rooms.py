@@ -25,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
 from django.http import HttpRequest
@@ -50,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_ROOM_CREATION_LIMIT": (5, 600.0),  # rooms created per client
     "CHAT_PRESENCE_INTERVAL": 0.5,  # seconds between a room's presence deltas
     "CHAT_MAX_MEMBERS": 1000,  # people in one room at once
+    "CHAT_ROOMS_PER_PAGE": 50,  # rooms per page of /chat/
 }
 
 
@@ -201,12 +203,13 @@ def parse_after(value: str | None) -> int | None:
     return int(value)
 
 
-def directory() -> list[tuple[Room, int]]:
-    """Rooms with how many people are in each right now, everywhere the
-    groups backend reaches."""
-    return [
-        (room, len(groups.presence(group_name(room)))) for room in Room.objects.all()
-    ]
+def directory(page: str | None) -> tuple[Page[Room], list[tuple[Room, int]]]:
+    """One page of ``CHAT_ROOMS_PER_PAGE`` rooms (any *page* Django's
+    paginator accepts, else the first or the last) with how many people are
+    in each right now, everywhere the groups backend reaches."""
+    paginator = Paginator(Room.objects.all(), get_setting("CHAT_ROOMS_PER_PAGE"))
+    rooms = paginator.get_page(page)
+    return rooms, [(room, len(groups.presence(group_name(room)))) for room in rooms]
 
 
 # The wire format.

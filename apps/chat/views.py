@@ -22,7 +22,8 @@ def index(request: HttpRequest) -> HttpResponse:
     form = JoinForm(request, data, initial=initial)
     if form.is_valid():  # an unbound form (GET) is never valid
         return redirect("chat:room", form.save().name)
-    context = {"form": form, "rooms": rooms.directory(), "socket_view": socket}
+    page, counted = rooms.directory(request.GET.get("page"))
+    context = {"form": form, "page": page, "rooms": counted, "socket_view": socket}
     return render(request, "chat/index.html", context)
 
 
