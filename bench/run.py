@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -578,6 +579,17 @@ def run_server(
             fanout,
             lambda running: livesearch_fanout(running, api, 3 if quick else 5),
         )
+    members = 100 if quick else CHURN_MEMBERS
+    churn = f"presence-churn {members} members"
+    wanted = any(churn.startswith(p) for p in prefixes) if prefixes else True
+    if wanted and not server.peer:
+        with chat_database() as url:
+            figures[churn] = on_fresh_process(
+                dataclasses.replace(server, env={**server.env, "DATABASE_URL": url}),
+                port,
+                churn,
+                lambda running: presence_churn(running, members, 5 if quick else 20),
+            )
     wanted = "hostile" in prefixes if prefixes else not quick
     if wanted and not server.peer:
         for case in HOSTILE_CASES:
@@ -637,6 +649,70 @@ def livesearch_fanout(running: Running, api: Any, seconds: float) -> dict[str, o
         (max(threads) - threads[0]) * 1000 / FANOUT_CLIENTS
     )
     result["upstream_requests"] = len(api.requests()) - requests
+    return result
+
+
+CHURN_MEMBERS, CHURNERS, CHURN_ROOM = 500, 8, "churn"
+
+
+@contextlib.contextmanager
+def chat_database() -> Iterator[str]:
+    """A fresh SQLite database, migrated, with the churn's room in it (rooms
+    are made by the form, never by connecting): its DATABASE_URL. The
+    developer's db.sqlite3 is left alone."""
+    with tempfile.TemporaryDirectory(prefix="bench-chat-") as directory:
+        url = f"sqlite:///{directory}/chat.sqlite3"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DATABASE_URL": url,
+        }
+        create = (
+            "from apps.chat.models import Room; "
+            f"Room.objects.create(name={CHURN_ROOM!r})"
+        )
+        for command in (["migrate", "--noinput"], ["shell", "-c", create]):
+            subprocess.run(
+                [str(VENV / "python"), "manage.py", *command, "-v", "0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        yield url
+
+
+def presence_churn(running: Running, members: int, seconds: float) -> dict[str, object]:
+    """*members* idle in one chat room while ``CHURNERS`` clients join and
+    leave it for *seconds* (bench/churn.py): the payload bytes the idle
+    members received, per presence change (a join or a leave) and per member."""
+    argv = [
+        str(VENV / "python"),
+        str(BENCH / "churn.py"),
+        str(running.port),
+        CHURN_ROOM,
+        str(members),
+        str(CHURNERS),
+        str(seconds),
+    ]
+    try:
+        clients = subprocess.run(
+            pinned(LOADGEN_CPU, argv),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 300,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("the churn clients are still running") from None
+    if clients.returncode != 0:
+        raise RuntimeError(f"the churn clients failed: {clients.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(clients.stdout.strip().splitlines()[-1])
+    changes = result["joins"] + result["leaves"]
+    sent = result["bytes_during_churn"]
+    result["bytes_per_change"] = round(sent / max(1, changes))
+    result["bytes_per_member_per_change"] = round(sent / max(1, changes) / members, 2)
+    result["bytes_per_cycle"] = round(sent / max(1, result["leaves"]))
     return result
 
 
@@ -716,7 +792,7 @@ def main() -> int:
     parser.add_argument(
         "--scenarios",
         help="comma-separated prefixes: echo,hold,broadcast,livesearch"
-        " (livesearch-fanout alone),max,hostile",
+        " (livesearch-fanout alone),max,hostile,presence-churn",
     )
     args = parser.parse_args()
     ensure_tools()
@@ -793,6 +869,15 @@ HEADERS = {
         "RSS MiB before / peak / after, twice",
         "upstream requests",
     ],
+    "presence-churn": [
+        "members",
+        "churn cycles (join + leave), seconds",
+        "presence events per member: min / mean / max",
+        "bytes per presence change",
+        "bytes per member per change",
+        "bytes per cycle",
+        "bytes to the members while they joined",
+    ],
     "hostile": [
         "RSS growth during / 10 s after, MiB",
         f"bound {HOSTILE_BOUND_MIB:g} MiB",
@@ -856,6 +941,8 @@ def _cells(kind: str, r: dict[str, object]) -> list[str]:
         return _fanout_cells(r)
     if kind == "hostile":
         return _hostile_cells(r)
+    if kind == "presence-churn":
+        return _churn_cells(r)
     return [str(r.get("max_rate") or "none sustainable"), _fmt(r.get("p99_ms"), 1)]
 
 
@@ -869,6 +956,20 @@ def _fanout_cells(r: dict[str, Any]) -> list[str]:
         _fmt(r["threads_per_1000_clients"]),
         " / ".join(_fmt(n, 1) for n in r["rss_mib"]),
         _fmt(r["upstream_requests"]),
+    ]
+
+
+def _churn_cells(r: dict[str, Any]) -> list[str]:
+    low, mean, high = r["presence_changes_per_member"]
+    seconds = _fmt(r["churn_seconds"], 1)
+    return [
+        _fmt(r["members"]),
+        f"{_fmt(r['leaves'])} by {r['churners']} clients in {seconds} s",
+        f"{_fmt(low)} / {_fmt(mean, 1)} / {_fmt(high)}",
+        _fmt(r["bytes_per_change"]),
+        _fmt(r["bytes_per_member_per_change"], 2),
+        _fmt(r["bytes_per_cycle"]),
+        _fmt(r["bytes_while_joining"]),
     ]
 
 

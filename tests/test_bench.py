@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import HOSTILE_BOUND_MIB, _hostile_cells, summary
+from bench.run import HOSTILE_BOUND_MIB, _churn_cells, _hostile_cells, summary
 
 
 def _row(figures: dict[str, object]) -> list[str]:
@@ -52,3 +52,28 @@ def test_a_hostile_case_past_its_goals_reads_missed():
     assert cells[1] == "**missed**"
     assert cells[3] == "2.5× **missed**"
     assert cells[4] == "60.0 **missed**"
+
+
+def test_a_presence_churn_row_gives_bytes_per_change_and_per_member():
+    cells = _churn_cells(
+        {
+            "members": 500,
+            "churners": 8,
+            "churn_seconds": 20.04,
+            "leaves": 1200,
+            "presence_changes_per_member": [39, 40.0, 41],
+            "bytes_per_change": 41000,
+            "bytes_per_member_per_change": 82.0,
+            "bytes_per_cycle": 82000,
+            "bytes_while_joining": 2500000,
+        }
+    )
+    assert cells == [
+        "500",
+        "1,200 by 8 clients in 20.0 s",
+        "39 / 40.0 / 41",
+        "41,000",
+        "82.00",
+        "82,000",
+        "2,500,000",
+    ]
