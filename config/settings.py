@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     # Before staticfiles, so that its runserver (which serves WebSocket views)
     # is the one manage.py finds.
     "django_websocket",
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -87,7 +88,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# Templates: Jinja2 only, one tree in templates/.
+# Templates: Jinja2 for the site, one tree in templates/.
 # https://docs.djangoproject.com/en/5.2/topics/templates/#django.template.backends.jinja2.Jinja2
 
 TEMPLATES = [
@@ -97,7 +98,24 @@ TEMPLATES = [
         "APP_DIRS": False,
         "OPTIONS": {"environment": "config.jinja2.environment"},
     },
+    # Only for the admin, whose templates are Django templates.
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
 ]
+
+# Log in and out with Django's own views (templates/registration/).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "home"
 
 # Database: SQLite next to manage.py unless DATABASE_URL says otherwise.
 # https://docs.djangoproject.com/en/5.2/ref/settings/#databases

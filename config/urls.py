@@ -5,6 +5,7 @@ Each app mounts its page and its socket together (``/echo/`` and
 https://docs.djangoproject.com/en/5.2/topics/http/urls/
 """
 
+from django.contrib import admin
 from django.urls import include, path
 
 from config import views
@@ -14,4 +15,6 @@ urlpatterns = [
     path("echo/", include("apps.echo.urls")),
     path("livesearch/", include("apps.livesearch.urls")),
     path("chat/", include("apps.chat.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),  # login, logout
+    path("admin/", admin.site.urls),
 ]

@@ -1137,3 +1137,138 @@ def test_the_room_list_comes_in_pages(client: Client, settings: Any) -> None:
     assert last.count('class="count"') == total - 100
     assert 'rel="prev" href="?page=2"' in last
     assert client.get("/chat/?page=junk").content.decode().count('class="count"') == 50
+
+
+# The page's server side: typing, moderation, unique nicknames, the room list.
+
+
+def test_typing_reaches_the_others_thinned_out_and_is_never_stored(
+    base: str, room: Room
+) -> None:
+    with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
+        history(ada)
+        history(bob)
+        for _ in range(5):
+            ada.send(json.dumps({"type": "typing"}))
+        assert next_of(bob, "typing") == {"type": "typing", "user": "ada"}
+        say(ada, "done typing")
+        events = receive_until(bob, lambda e: e.get("text") == "done typing")
+        assert not [event for event in events if event["type"] == "typing"]
+    assert Message.objects.count() == 1
+
+
+def test_a_message_deleted_in_the_admin_leaves_every_page_of_its_room(
+    base: str, room: Room, client: Client, django_user_model: type[AbstractUser]
+) -> None:
+    client.force_login(django_user_model.objects.create_superuser("mod", "", "pw"))
+    assert client.get("/admin/chat/message/").status_code == 200
+    with join(base, "tea", "ada") as ada, join(base, "tea", "bob") as bob:
+        history(ada)
+        history(bob)
+        rude = say(ada, "something rude")
+        url = f"/admin/chat/message/{rude['id']}/delete/"
+        assert client.post(url, {"post": "yes"}).status_code == 302
+        for member in (ada, bob):
+            assert next_of(member, "deleted") == {"type": "deleted", "id": rude["id"]}
+    assert not Message.objects.exists()
+
+
+def test_a_nickname_is_held_by_its_visitor_while_connected(
+    live_server: LiveServer, base: str, room: Room
+) -> None:
+    def session_cookie(nickname: str) -> dict[str, str]:
+        client = Client()
+        client.post("/chat/", {"nickname": nickname, "room": "tea"})
+        return {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+
+    bob, impostor = session_cookie("Bob"), session_cookie("bob")
+    with join(base, "tea", None, additional_headers=bob) as first:
+        history(first)
+        refused = expect_refusal_with(base, "/chat/tea/ws/", impostor)
+        assert refused == (
+            JoinCloseCode.NICKNAME_TAKEN,
+            "someone is already called bob in this room: pick another nickname",
+        )
+        assert (
+            expect_refusal(base, "/chat/tea/ws/?nick=B%D0%BEb")[0] == 4409
+        )  # Cyrillic о
+        with join(base, "tea", None, additional_headers=bob) as second_tab:
+            assert history(second_tab) == []
+    with join(base, "tea", None, additional_headers=impostor) as now_free:
+        history(now_free)
+
+
+def expect_refusal_with(
+    base: str, path: str, headers: dict[str, str]
+) -> tuple[int, str]:
+    with (
+        connect(
+            base + path,
+            additional_headers=headers,
+            open_timeout=TIMEOUT,
+            close_timeout=TIMEOUT,
+        ) as ws,
+        pytest.raises(ConnectionClosed),
+    ):
+        ws.recv(TIMEOUT)
+    assert ws.close_code is not None and ws.close_reason is not None
+    return ws.close_code, ws.close_reason
+
+
+def test_the_room_list_counts_follow_joins_and_leaves_live(
+    base: str, room: Room
+) -> None:
+    with connect(base + "/chat/@live/", open_timeout=TIMEOUT) as directory:
+        with join(base, "tea", "ada") as ada:
+            history(ada)
+            assert receive_until(directory, lambda e: e.get("count") == 1)[-1] == {
+                "type": "count",
+                "room": "tea",
+                "count": 1,
+            }
+        assert (
+            receive_until(directory, lambda e: e.get("count") == 0)[-1]["room"] == "tea"
+        )
+
+
+@pytest.mark.django_db
+def test_an_unknown_room_offers_to_create_it(client: Client) -> None:
+    response = client.get("/chat/kitchen/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "No room named kitchen yet" in html
+    assert '<input type="hidden" name="room" value="kitchen">' in html
+    assert (
+        client.post("/chat/", {"nickname": "ada", "room": "kitchen"}).status_code == 302
+    )
+    assert client.get("/chat/kitchen/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_room_link_without_a_nickname_says_why_it_asks_for_one(
+    client: Client,
+) -> None:
+    Room.objects.create(name="tea")
+    response = client.get("/chat/tea/", follow=True)
+    assert (
+        "Choose a nickname to join <strong>tea</strong>." in response.content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_log_in_then_chat_as_the_user_then_log_out(
+    client: Client, django_user_model: type[AbstractUser]
+) -> None:
+    django_user_model.objects.create_user("grace", password="hopper-1906")
+    page = client.get("/accounts/login/?next=/chat/")
+    assert page.status_code == 200 and 'id="login-form"' in page.content.decode()
+    response = client.post(
+        "/accounts/login/",
+        {"username": "grace", "password": "hopper-1906", "next": "/chat/"},
+    )
+    assert response.status_code == 302 and response["Location"] == "/chat/"
+    html = client.get("/chat/").content.decode()
+    assert "You chat as <strong>grace</strong>." in html
+    assert 'id="logout-form"' in html
+    assert client.post("/accounts/logout/").status_code == 302
+    assert 'id="login-link"' in client.get("/chat/").content.decode()

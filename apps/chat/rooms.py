@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_PRESENCE_INTERVAL": 0.5,  # seconds between a room's presence deltas
     "CHAT_MAX_MEMBERS": 1000,  # people in one room at once
     "CHAT_ROOMS_PER_PAGE": 50,  # rooms per page of /chat/
+    "CHAT_TYPING_INTERVAL": 2.0,  # seconds between two typing events of one connection
 }
 
 
@@ -66,6 +67,7 @@ class JoinCloseCode(IntEnum):
     BAD_REQUEST = 4400
     NO_IDENTITY = 4403
     NO_SUCH_ROOM = 4404
+    NICKNAME_TAKEN = 4409
     ROOM_FULL = 4503
 
 
@@ -141,6 +143,10 @@ def validate_nickname_is_free(nickname: str) -> None:
             "another.",
             code="nickname_taken",
         )
+
+
+# The group of the /chat/ pages, which show each room's count as it changes.
+DIRECTORY_GROUP = "chat-directory"
 
 
 def group_name(room: Room) -> str:
@@ -245,7 +251,7 @@ def parse_event(data: str | bytes, limit: "RateLimit") -> dict[str, Any]:
     except ChatError:
         limit.check()
         raise
-    if event["type"] not in ("history", "older"):
+    if event["type"] not in ("history", "older", "typing"):
         limit.check()
     return event
 
@@ -267,8 +273,8 @@ def check_event(data: str | bytes) -> dict[str, Any]:
         raise ChatError("message is not valid JSON") from None
     if not isinstance(event, dict):
         raise ChatError('message must be a JSON object with a "type"')
-    if event.get("type") == "presence":
-        return {"type": "presence"}
+    if event.get("type") in ("presence", "typing"):
+        return {"type": event["type"]}
     if event.get("type") in ("history", "older"):
         field = "after" if event["type"] == "history" else "before"
         value = event.get(field)
@@ -296,6 +302,8 @@ def handle(
     is a logged-in user's username, not a nickname."""
     if event["type"] == "presence":
         presence_snapshot(websocket, room)
+    elif event["type"] == "typing":
+        pass  # the view relays it, thinned out by its RateLimit
     elif event["type"] == "history":
         send_event(websocket, "history", **history(room, event["after"]))
     elif event["type"] == "older":
@@ -460,6 +468,9 @@ class _PresenceAnnouncer:
                 "count": len(present),
             }
             groups.publish(group, _encode(change))
+            room = group.removeprefix("chat:")
+            count = {"type": "count", "room": room, "count": len(present)}
+            groups.publish(DIRECTORY_GROUP, _encode(count))
         except BroadcastError as error:
             if group not in self._failing:
                 logger.warning("Presence of %s not published: %s", group, error)
@@ -494,6 +505,7 @@ class RateLimit:
     def __init__(self, request: HttpRequest, user: str) -> None:
         self.limit, self.period = get_setting("CHAT_RATE_LIMIT")
         self._times: deque[float] = deque()  # monotonic times of accepted messages
+        self._last_typing = -math.inf
         address, *who = ratelimit.client_keys(request)
         if not who:  # ?nick= without a session: the nickname is all there is
             who = [f"nick:{hashlib.sha256(user.encode()).hexdigest()[:32]}"]
@@ -520,6 +532,15 @@ class RateLimit:
             if wait:
                 raise ChatError(f"{slow_down}; try again in {math.ceil(wait)} s")
         self._times.append(now)
+
+    def typing(self) -> bool:
+        """Whether a typing notice may go out now (at most one every
+        ``CHAT_TYPING_INTERVAL`` seconds; the others are dropped quietly)."""
+        now = time.monotonic()
+        if now - self._last_typing < get_setting("CHAT_TYPING_INTERVAL"):
+            return False
+        self._last_typing = now
+        return True
 
 
 def check_room_creation(request: HttpRequest) -> None:
@@ -579,3 +600,67 @@ def _tell_members(group_names: list[str], type: str, **fields: Any) -> None:
             for websocket in groups.local_members(group):
                 with contextlib.suppress(ConnectionClosed):
                     send_event(websocket, type, **fields)
+
+
+def relay_typing(room: Room, user: str) -> None:
+    """Tell the room that *user* is typing: never stored, lost if the room
+    cannot be reached."""
+    with contextlib.suppress(BroadcastError):
+        groups.publish(group_name(room), _encode({"type": "typing", "user": user}))
+
+
+# Moderation: a message deleted (in the admin, or anywhere) leaves every page.
+
+
+def on_message_deleted(sender: object, instance: Message, **kwargs: Any) -> None:
+    """``post_delete`` receiver: once the deletion is committed, the room
+    gets ``{"type": "deleted", "id": ...}``."""
+    group, event = (
+        group_name(instance.room),
+        _encode({"type": "deleted", "id": instance.id}),
+    )
+
+    def publish() -> None:
+        try:
+            groups.publish(group, event)
+        except BroadcastError as error:
+            logger.warning(
+                "Deletion of message %d not published: %s", instance.id, error
+            )
+
+    transaction.on_commit(publish, using=kwargs.get("using"))
+
+
+# Nicknames are unique in a room while their holder is connected.
+
+
+def claim_nickname(
+    websocket: WebSocket, room: Room, request: HttpRequest, user: str
+) -> None:
+    """Hold *user* in *room* for this connection until it closes.
+
+    The holder is the client's session (or, without one, its address), so a
+    second tab of the same visitor may join under the same nickname.
+    Logged-in users hold their username already.
+
+    Raises:
+        JoinError: 4409 if someone else holds it, or a lookalike, right now.
+    """
+    if request.user.is_authenticated:
+        return
+    holders = f"{group_name(room)}:nicknames"
+    folded = skeleton(user)
+    session = getattr(request, "session", None)
+    mine = (
+        f"session:{session.session_key}"
+        if session is not None and session.session_key
+        else ratelimit.client_keys(request)[0]
+    )
+    for entry in groups.presence(holders):
+        name, _, holder = entry.partition(" ")
+        if name == folded and holder != mine:
+            raise JoinError(
+                JoinCloseCode.NICKNAME_TAKEN,
+                f"someone is already called {user} in this room: pick another nickname",
+            )
+    groups.track(websocket, holders, f"{folded} {mine}")

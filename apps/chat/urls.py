@@ -21,6 +21,7 @@ register_converter(RoomNameConverter, "room")
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("@live/", views.directory, name="directory"),  # "@": never a room name
     path("<room:name>/", views.room, name="room"),
     path("<room:name>/ws/", views.socket, name="socket"),
 ]

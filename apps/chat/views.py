@@ -3,7 +3,7 @@ resumes without loss. The socket view loops over messages; names, storage,
 history and presence live in ``rooms.py``."""
 
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_safe
@@ -23,14 +23,28 @@ def index(request: HttpRequest) -> HttpResponse:
     if form.is_valid():  # an unbound form (GET) is never valid
         return redirect("chat:room", form.save().name)
     page, counted = rooms.directory(request.GET.get("page"))
-    context = {"form": form, "page": page, "rooms": counted, "socket_view": socket}
+    context = {
+        "form": form,
+        "page": page,
+        "rooms": counted,
+        "socket_view": socket,
+        # Sent here from a room's page for want of a nickname.
+        "joining": request.GET.get("room") if initial["nickname"] is None else None,
+    }
     return render(request, "chat/index.html", context)
 
 
 @require_safe
 def room(request: HttpRequest, name: str) -> HttpResponse:
-    """The room page; without a nickname, the form on /chat/ comes first."""
-    room = get_object_or_404(Room, name=name)
+    """The room page; without a nickname, the form on /chat/ comes first. A
+    room that does not exist is a 404 that offers to create it."""
+    room = Room.objects.filter(name=name).first()
+    if room is None:
+        form = JoinForm(
+            request, initial={"nickname": rooms.identity(request), "room": name}
+        )
+        context = {"form": form, "name": name}
+        return render(request, "chat/missing.html", context, status=404)
     user = rooms.identity(request)
     if user is None:
         return redirect(reverse("chat:index") + "?" + urlencode({"room": room.name}))
@@ -47,6 +61,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
         room = rooms.get_room(name)
         after = rooms.parse_after(request.GET.get("after"))
         rooms.check_room_size(room, user)
+        rooms.claim_nickname(websocket, room, request, user)
     except rooms.JoinError as error:
         websocket.close(error.code, error.reason)
         return
@@ -64,6 +79,8 @@ def socket(request: WebSocketRequest, name: str) -> None:
         for data in websocket:  # ends when the client closes
             try:
                 event = rooms.parse_event(data, limit)
+                if event["type"] == "typing" and limit.typing():
+                    rooms.relay_typing(room, user)
                 rooms.handle(websocket, room, user, verified, event)
             except rooms.ChatError as error:
                 rooms.send_event(
@@ -72,3 +89,12 @@ def socket(request: WebSocketRequest, name: str) -> None:
     finally:
         groups.untrack(websocket, group)
         rooms.presence_changed(room, user)
+
+
+@require_websocket
+def directory(request: WebSocketRequest) -> None:
+    """The /chat/ page's live counts: ``{"type": "count", "room": ...,
+    "count": ...}`` whenever someone joins or leaves a room."""
+    groups.subscribe(request.websocket, rooms.DIRECTORY_GROUP)
+    for _ in request.websocket:  # nothing to answer; ends when the page goes
+        pass
