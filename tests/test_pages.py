@@ -96,6 +96,8 @@ INLINE_CODE = [
         ("/livesearch/", 200),
         ("/chat/", 200),
         ("/chat/tea/", 200),
+        ("/accounts/login/", 200),
+        ("/admin/login/", 200),
         ("/no-such-page/", 404),
         ("/chat/no-such-room/", 404),
         ("/echo/ws/", 400),

@@ -119,6 +119,29 @@ def test_home_and_404_pages_load_without_a_violation(
     assert violations == []
 
 
+def test_admin_pages_work_without_a_violation(
+    live_server: LiveServer, page: Page, violations: list[str], admin_user: Any
+) -> None:
+    """Django's admin has no inline script (its one inline <style>, on a
+    change list without actions, is cosmetic): it needs no exemption."""
+    goto(page, live_server.url + "/admin/login/")
+    page.fill("#id_username", "admin")  # pytest-django's admin_user
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    for path in [
+        "/admin/",
+        "/admin/auth/user/",
+        f"/admin/auth/user/{admin_user.pk}/change/",
+        "/admin/auth/user/add/",
+    ]:
+        goto(page, live_server.url + path)
+        expect(page.locator("#content")).to_be_visible()
+    page.click("button.theme-toggle")  # a script of the admin's own
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert violations == []
+
+
 def test_inline_script_is_refused_and_reported(
     live_server: LiveServer, page: Page, violations: list[str]
 ) -> None:
