@@ -43,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
     # With WebSocketMiddleware installed: every view accepts WebSockets, as
     # if decorated with @accept_websocket (django-websocket 0.3's setting).
     "WEBSOCKET_ACCEPT_ALL": False,
+    # Open WebSockets per process: past it a handshake gets 503. "auto": a
+    # share of the gunicorn worker's threads or connections (admission.py);
+    # None: no limit.
+    "WEBSOCKET_MAX_CONNECTIONS": "auto",
+    # Open WebSockets per client address (REMOTE_ADDR); None: no limit.
+    # Behind a proxy every client has the proxy's address: leave it off.
+    "WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS": None,
     # Groups backend, shaped like CACHES["default"].
     "WEBSOCKET_GROUPS": {"BACKEND": "django_websocket.groups.local.LocalBackend"},
 }

@@ -34,6 +34,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.log import log_response
 from websockets.protocol import State
 
+from django_websocket.admission import Ticket, admit
 from django_websocket.conf import get_setting
 from django_websocket.connection import WebSocket
 from django_websocket.exceptions import CloseCode, ConnectionClosed, HandshakeError
@@ -167,7 +168,7 @@ def _serve(
     kwargs: dict[str, Any],
 ) -> HttpResponse:
     try:
-        websocket, response_class = _open(request, options)
+        websocket, response_class, ticket = _open(request, options)
     except HandshakeError as error:
         return _refuse(request, error)
     del options  # an open connection keeps only what it uses
@@ -192,14 +193,16 @@ def _serve(
             session.modified = False  # as Django saves nothing on a 500
     finally:
         websocket.finish(code, reason)
+        ticket.release()
     return response_class(websocket)
 
 
 def _open(
     request: HttpRequest, options: dict[str, Any]
-) -> tuple[WebSocket, type[UpgradeResponse]]:
+) -> tuple[WebSocket, type[UpgradeResponse], Ticket]:
     """Complete the handshake and take the socket over; return the open
-    connection and the response class for when the view is done."""
+    connection, the response class for when the view is done and the
+    connection's place in this process's limit."""
     handshake = perform_handshake(
         request,
         subprotocols=options["subprotocols"],
@@ -207,27 +210,32 @@ def _open(
         require_origin=options["require_origin"],
         compression=options["compression"],
     )
-    transport = take_over(request)
-    protocol = Engine(
-        state=State.OPEN,
-        max_size=options["max_message_size"],
-        max_fragments=options["max_fragments"],
-        max_control_rate=options["max_control_rate"],
-    )
-    protocol.extensions = handshake.extensions
-    websocket = WebSocket(
-        transport.socket,
-        protocol,
-        path=request.path,
-        subprotocol=handshake.subprotocol,
-        ping_interval=options["ping_interval"],
-        ping_timeout=options["ping_timeout"],
-        close_timeout=options["close_timeout"],
-        max_send_backlog=options["max_send_backlog"],
-        max_queue=options["max_queue"],
-    )
-    websocket.start(handshake.response, transport.buffered)
-    return websocket, transport.response_class
+    ticket = admit(request.META.get("REMOTE_ADDR"))
+    try:
+        transport = take_over(request)
+        protocol = Engine(
+            state=State.OPEN,
+            max_size=options["max_message_size"],
+            max_fragments=options["max_fragments"],
+            max_control_rate=options["max_control_rate"],
+        )
+        protocol.extensions = handshake.extensions
+        websocket = WebSocket(
+            transport.socket,
+            protocol,
+            path=request.path,
+            subprotocol=handshake.subprotocol,
+            ping_interval=options["ping_interval"],
+            ping_timeout=options["ping_timeout"],
+            close_timeout=options["close_timeout"],
+            max_send_backlog=options["max_send_backlog"],
+            max_queue=options["max_queue"],
+        )
+        websocket.start(handshake.response, transport.buffered)
+    except BaseException:
+        ticket.release()
+        raise
+    return websocket, transport.response_class, ticket
 
 
 def _save_session(

@@ -48,8 +48,11 @@ def post_worker_init(worker: Any) -> None:
     signal handlers installed, before its main loop starts.
     """
     global _shutdown
+    from django_websocket.admission import derive_limit
     from django_websocket.conf import get_setting
 
+    derive_limit(worker)  # WEBSOCKET_MAX_CONNECTIONS = "auto"
+    _bound_header_reads(worker, get_setting("WEBSOCKET_HANDSHAKE_TIMEOUT"))
     _shutdown = _Shutdown(worker, float(get_setting("WEBSOCKET_CLOSE_TIMEOUT")))
     cls = type(worker)
     worker.__class__ = type(
@@ -57,6 +60,46 @@ def post_worker_init(worker: Any) -> None:
     )
     if not worker.alive:  # a signal came while the application loaded
         _shutdown.start()
+
+
+def _bound_header_reads(worker: Any, timeout: float | None) -> None:
+    """Cut off, with a 408, a gthread client that has not sent its request
+    headers *timeout* seconds after the worker started reading them.
+
+    gthread reads them in a pool thread with no overall deadline, so clients
+    that trickle a byte at a time would hold every thread. A timer of the
+    library's hub is armed when a pool thread takes the connection and
+    cancelled when the application is called. gevent spends a greenlet, not
+    a thread, on such a client.
+    """
+    if not timeout or "gthread" not in type(worker).__module__:
+        return
+    from django_websocket.hub import TimerHandle, get_hub
+    from django_websocket.server import cut_off
+
+    deadlines: dict[int, TimerHandle] = {}  # id(socket) -> its deadline
+    handle, application = worker.handle, worker.wsgi
+
+    def handle_within_deadline(conn: Any) -> Any:
+        sock = conn.sock
+        deadlines[id(sock)] = get_hub().call_at(
+            time.monotonic() + timeout, lambda: cut_off(sock)
+        )
+        try:
+            return handle(conn)
+        finally:
+            deadline = deadlines.pop(id(sock), None)
+            if deadline is not None:
+                deadline.cancel()
+
+    def headers_in(environ: dict[str, Any], start_response: Any) -> Any:
+        deadline = deadlines.pop(id(environ.get("gunicorn.socket")), None)
+        if deadline is not None:
+            deadline.cancel()
+        return application(environ, start_response)
+
+    worker.handle = handle_within_deadline
+    worker.wsgi = headers_in
 
 
 def worker_int(worker: Any) -> None:

@@ -24,6 +24,7 @@ from django_websocket.transport import SOCKET_KEY, TAKE_BUFFERED_KEY, UPGRADED_K
 
 __all__ = [
     "ThreadedWebSocketWSGIServer",
+    "cut_off",
     "WebSocketRequestHandler",
     "WebSocketServerHandler",
     "WebSocketWSGIServer",
@@ -86,18 +87,8 @@ class WebSocketRequestHandler(basehttp.WSGIRequestHandler):
             )
 
     def _headers_timed_out(self, number: int) -> None:
-        if number != self._request_number:
-            return
-        sock = cast(socket.socket, self.connection)
-        # The hub thread must never block: MSG_DONTWAIT, and a client whose
-        # receive buffer is full simply gets no 408 before the disconnect.
-        with contextlib.suppress(OSError):
-            sock.send(
-                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
-                socket.MSG_DONTWAIT,
-            )
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        if number == self._request_number:
+            cut_off(cast(socket.socket, self.connection))
 
     def handle_one_request(self) -> None:
         # Django's handle_one_request() with WebSocketServerHandler, and a
@@ -205,3 +196,17 @@ class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
         deadline = time.monotonic() + timeout
         for _, thread in open_connections:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def cut_off(sock: socket.socket) -> None:
+    """Answer 408 to a client too slow to send its request headers, and
+    disconnect it. Runs in the hub thread, which must never block:
+    MSG_DONTWAIT, and a client whose receive buffer is full simply gets no
+    408 before the disconnect."""
+    with contextlib.suppress(OSError):
+        sock.send(
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
+            socket.MSG_DONTWAIT,
+        )
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -27,6 +27,10 @@ MIDDLEWARE = [
 if os.environ.get("DJANGO_WEBSOCKET_TESTS_MIDDLEWARE"):
     MIDDLEWARE.append("django_websocket.middleware.WebSocketMiddleware")
 WEBSOCKET_ACCEPT_ALL = bool(os.environ.get("DJANGO_WEBSOCKET_TESTS_ACCEPT_ALL"))
+if os.environ.get("DJANGO_WEBSOCKET_TESTS_HANDSHAKE_TIMEOUT"):
+    WEBSOCKET_HANDSHAKE_TIMEOUT = float(
+        os.environ["DJANGO_WEBSOCKET_TESTS_HANDSHAKE_TIMEOUT"]
+    )
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
