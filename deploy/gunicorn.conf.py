@@ -40,9 +40,10 @@ workers = int(
 # gthread: an open WebSocket holds one pool thread for its whole life, and an
 # ordinary request holds one while it runs. The hooks keep a quarter for
 # requests (WEBSOCKET_MAX_CONNECTIONS = "auto"; past it a handshake gets 503):
-# 200 threads per worker = up to 150 open sockets plus 50 requests in flight. An open socket costs about 50 KiB with its
-# thread (measured with 1,000), so raise this for more sockets, and switch to
-# gevent past a thousand or so per worker. gevent ignores it.
+# 200 threads per worker = up to 150 open sockets plus 50 requests in flight.
+# An open socket costs about 50 KiB with its thread (measured with 1,000), so
+# raise this for more sockets, and switch to gevent past a thousand or so per
+# worker. gevent ignores it.
 threads = int(os.environ.get("GUNICORN_THREADS", "200"))
 
 # gthread: the most connections a worker holds, sockets included; at the
