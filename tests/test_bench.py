@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from bench.run import HOSTILE_BOUND_MIB, _churn_cells, _hostile_cells, summary
+from bench.run import (
+    HOSTILE_BOUND_MIB,
+    _burst_repeated,
+    _churn_cells,
+    _hostile_cells,
+    summary,
+)
 
 
 def _row(figures: dict[str, object]) -> list[str]:
@@ -77,3 +83,14 @@ def test_a_presence_churn_row_gives_bytes_per_change_and_per_member():
         "82,000",
         "2,500,000",
     ]
+
+
+def _burst_run(answered: int, seconds: float | None) -> dict:
+    return {"opened": 5000, "answered": answered, "seconds_to_all": seconds}
+
+
+def test_repeated_bursts_count_the_runs_that_met_the_goal_and_give_the_spread():
+    runs = [_burst_run(5000, 0.4), _burst_run(5000, 1.9), _burst_run(5000, 3.5)]
+    runs.append(_burst_run(300, None))
+    cells = _burst_repeated({"burst_runs": runs, "burst_repeat": 5})
+    assert cells == "2/5 runs; 0.40 / 3.50 / not all s (1 failed)"
