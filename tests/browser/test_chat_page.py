@@ -151,6 +151,8 @@ def test_a_refused_message_shows_the_servers_error(open_room: OpenRoom) -> None:
     expect(ada.locator("#chat-error")).to_have_text(
         "text is longer than 2000 characters"
     )
+    # Not stored: the text stays in the box, to be edited and sent again.
+    expect(ada.locator("#chat-input")).to_have_value("x" * 2001)
     send(ada, "shorter")
     expect(ada.locator("#chat-error")).to_be_hidden()
     expect(ada.locator("#chat-messages .text")).to_have_text(["shorter"])
