@@ -148,6 +148,7 @@ def test_first_push_comes_at_once_with_at_most_ten_results(
     assert event["query"] == "django"
     assert event["source"] == "hn"
     assert datetime.fromisoformat(event["at"]).tzinfo is not None
+    assert event["next_poll_in"] == INTERVAL
     # The fake answers 11 stories, newest first.
     assert titles(event)[:2] == ["django story 11", "django story 10"]
     assert len(event["results"]) == 10
@@ -280,6 +281,30 @@ def test_a_newcomer_gets_the_latest_push_at_once(
     assert titles(event)[0] == "django story 12"
 
 
+def test_the_same_search_again_tells_when_the_next_poll_really_is(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    """Pressing Search again gets the latest push at once, with the time left
+    until the next poll rather than a whole interval."""
+    settings.LIVESEARCH_INTERVAL = 2.0
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        first = receive_results(ws)
+        pushed = time.monotonic()
+        time.sleep(0.5)
+        search(ws, "django")
+        again = receive_results(ws)
+        asked = time.monotonic()
+        assert again["at"] == first["at"]  # the same push
+        assert first["next_poll_in"] == 2.0
+        left = again["next_poll_in"]
+        assert 2.0 - (asked - pushed) - 0.1 <= left <= 2.0 - 0.5
+        receive_results(ws)
+        arrived = time.monotonic()
+    assert arrived - asked <= left + 0.5
+    assert api.count("django") == 2
+
+
 def test_polling_stops_when_the_last_follower_leaves(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -314,27 +339,61 @@ def test_a_new_search_replaces_the_previous_one(
 # Failures
 
 
+def poll_error(message: str, detail: str, next_poll_in: float) -> dict[str, Any]:
+    """The error event of a failed poll of "django" on Hacker News."""
+    return {
+        "type": "error",
+        "source": "hn",
+        "query": "django",
+        "message": message,
+        "detail": detail,
+        "next_poll_in": next_poll_in,
+    }
+
+
 @pytest.mark.parametrize(
-    ("failure", "message", "delay"),
+    ("failure", "message", "detail", "delay"),
     [
-        ("500", "answered HTTP 500 Internal Server Error", INTERVAL * 2),
-        ("slow", f"did not answer within {SOURCE_TIMEOUT:g} s", INTERVAL * 2),
-        ("malformed", "sent malformed JSON", INTERVAL * 2),
-        ("429", "answered HTTP 429 Too Many Requests", 1.0),  # its Retry-After
+        (
+            "500",
+            "Hacker News has a problem on its side",
+            "answered HTTP 500 Internal Server Error",
+            INTERVAL * 2,
+        ),
+        (
+            "slow",
+            "Hacker News is too slow to answer",
+            f"did not answer within {SOURCE_TIMEOUT:g} s",
+            INTERVAL * 2,
+        ),
+        (
+            "malformed",
+            "Hacker News sent an answer this server cannot read",
+            "sent malformed JSON",
+            INTERVAL * 2,
+        ),
+        (
+            "429",
+            "Hacker News asks this server to search less often",
+            "answered HTTP 429 Too Many Requests",
+            1.0,  # its Retry-After
+        ),
     ],
 )
 def test_upstream_failure_is_reported_then_retried_until_it_heals(
-    api: SearchApi, ws_connect: WsConnect, failure: str, message: str, delay: float
+    api: SearchApi,
+    ws_connect: WsConnect,
+    failure: str,
+    message: str,
+    detail: str,
+    delay: float,
 ) -> None:
+    """In plain words, the detail apart, and the retry when it really comes."""
     api.fail(failure)
-    host = api.url.removeprefix("http://")
     with ws_connect("/livesearch/ws/") as ws:
         search(ws, "django")
         error = receive(ws)
-        assert error == {
-            "type": "error",
-            "message": f"Hacker News: {host} {message}; retrying in {delay:g} s",
-        }
+        assert error == poll_error(message, f"{host(api)} {detail}", delay)
         # The subscription stays: results come when the source heals.
         event = receive_results(ws)
     assert titles(event)[0] == "django story 11"
@@ -350,7 +409,11 @@ def test_a_newcomer_gets_the_latest_error_at_once(
         search(first, "django")
         error = receive(first)
         search(late, "django")
-        assert receive(late, timeout=INTERVAL) == error
+        greeting = receive(late, timeout=INTERVAL)
+        # The same error, with the time left until the retry (all of it if
+        # the late one joined before the push went out).
+        assert greeting.pop("next_poll_in") <= error.pop("next_poll_in")
+        assert greeting == error
         assert titles(receive_results(first)) == titles(receive_results(late))
     assert api.count("django") == 2
 
@@ -359,9 +422,9 @@ def test_backoff_doubles_up_to_its_cap(api: SearchApi, ws_connect: WsConnect) ->
     api.fail("500", times=3)
     with ws_connect("/livesearch/ws/") as ws:
         search(ws, "django")
-        retries = [receive(ws)["message"].rpartition("retrying in ")[2] for _ in "123"]
+        retries = [receive(ws)["next_poll_in"] for _ in "123"]
         receive_results(ws)
-    assert retries == ["0.6 s", "1 s", "1 s"]  # INTERVAL * 2, * 4 capped
+    assert retries == [0.6, 1.0, 1.0]  # INTERVAL * 2, * 4 capped
     at = [request.at for request in api.requests("django")]
     gaps = [later - earlier for earlier, later in zip(at, at[1:], strict=False)]
     assert gaps[0] >= 0.6 * SLACK
@@ -381,7 +444,11 @@ def test_a_misconfigured_source_is_reported_and_breaks_nothing_else(
         search(ws, "django", source="broken")
         assert receive(ws) == {
             "type": "error",
-            "message": "Oops: search failed (ImproperlyConfigured); retrying in 0.6 s",
+            "source": "broken",
+            "query": "django",
+            "message": "Oops cannot be searched: something is wrong on this server",
+            "detail": "search failed (ImproperlyConfigured)",
+            "next_poll_in": INTERVAL * 2,
         }
         search(ws, "despite", source="local")
         while (event := receive(ws))["type"] == "error":
@@ -398,11 +465,11 @@ def test_a_trickling_upstream_is_dropped_at_the_deadline_and_nothing_stays_open(
     api.fail(trickle)
     with ws_connect("/livesearch/ws/") as ws:
         search(ws, "django")
-        assert receive(ws, timeout=DEADLINE + TIMEOUT) == {
-            "type": "error",
-            "message": f"Hacker News: {host(api)} did not finish answering within"
-            f" {DEADLINE:g} s; retrying in {INTERVAL * 2:g} s",
-        }
+        assert receive(ws, timeout=DEADLINE + TIMEOUT) == poll_error(
+            "Hacker News is too slow to answer",
+            f"{host(api)} did not finish answering within {DEADLINE:g} s",
+            INTERVAL * 2,
+        )
     wait_until(
         lambda: api.open_requests() == 0 and not livesearch_threads(),
         "the upstream request and the fetchers end",
@@ -417,11 +484,11 @@ def test_an_answer_over_the_size_limit_is_an_error_and_is_never_read_whole(
     api.fail(huge)
     with ws_connect("/livesearch/ws/") as ws:
         search(ws, "django")
-        assert receive(ws) == {
-            "type": "error",
-            "message": f"Hacker News: {host(api)} sent an answer larger than"
-            f" 64 KiB; retrying in {INTERVAL * 2:g} s",
-        }
+        assert receive(ws) == poll_error(
+            "Hacker News sent an answer too large to read",
+            f"{host(api)} sent an answer larger than 64 KiB",
+            INTERVAL * 2,
+        )
     wait_until(lambda: api.open_requests() == 0, "the upstream request ends")
     # What the server got out before the client hung up: socket buffers at
     # most, nowhere near the whole body.
@@ -439,11 +506,97 @@ def test_an_unreachable_upstream_is_reported_in_plain_words(
     settings.LIVESEARCH_SOURCES = sources
     with ws_connect("/livesearch/ws/") as ws:
         search(ws, "django")
+        assert receive(ws) == poll_error(
+            "Hacker News cannot be reached from this server",
+            f"cannot reach 127.0.0.1:{port} (the connection was refused)",
+            INTERVAL * 2,
+        )
+
+
+# Refresh now
+
+
+def refresh(ws: ClientConnection) -> None:
+    ws.send(json.dumps({"type": "refresh"}))
+
+
+def test_a_refresh_polls_at_once_for_every_follower(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 60.0  # no push on schedule during the test
+    with ws_connect("/livesearch/ws/") as one, ws_connect("/livesearch/ws/") as two:
+        search(one, "django")
+        search(two, "django")
+        receive_results(one)
+        receive_results(two)
+        started = time.monotonic()
+        refresh(one)
+        pushes = [receive_results(one), receive_results(two)]
+        assert time.monotonic() - started < TIMEOUT
+    assert pushes[0] == pushes[1]
+    assert new_titles(pushes[0]) == ["django story 12"]
+    assert pushes[0]["next_poll_in"] == 60.0  # counted again from this poll
+    assert api.count("django") == 2
+
+
+def test_refreshes_past_the_limit_are_refused_saying_when_to_try_again(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    """Counted per client in the cache, like searches: a reconnect does not
+    start the count again; the refusal leaves the search running."""
+    settings.LIVESEARCH_INTERVAL = 60.0
+    settings.LIVESEARCH_REFRESH_RATE_LIMIT = (1, 60.0)
+    refused = re.compile(
+        r"^too many refreshes: 1 every 60 s at most; try again in \d+ s$"
+    )
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        receive_results(ws)
+        refresh(ws)
+        receive_results(ws)
+        refresh(ws)
+        event = receive(ws)
+        assert event.pop("refused") == "refresh"
+        assert refused.match(event["message"]), event
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        receive_results(ws)
+        refresh(ws)
+        event = receive(ws)
+        assert event["refused"] == "refresh"
+        assert refused.match(event["message"]), event
+    assert api.count("django") == 3  # two searches and one refresh
+
+
+def test_a_refresh_before_any_search_is_refused(
+    api: SearchApi, ws_connect: WsConnect
+) -> None:
+    with ws_connect("/livesearch/ws/") as ws:
+        refresh(ws)
         assert receive(ws) == {
             "type": "error",
-            "message": f"Hacker News: cannot reach 127.0.0.1:{port} (the"
-            f" connection was refused); retrying in {INTERVAL * 2:g} s",
+            "refused": "refresh",
+            "message": "search for something first",
         }
+        search(ws, "django")  # the connection stays usable
+        assert receive_results(ws)["query"] == "django"
+
+
+def test_a_refresh_while_a_poll_is_under_way_adds_none(
+    api: SearchApi, ws_connect: WsConnect, settings: Any
+) -> None:
+    """The push on its way is the fresh poll; a second one would run the
+    same search twice at once."""
+    settings.LIVESEARCH_INTERVAL = 60.0
+    api.slow_seconds = 0.2  # within SOURCE_TIMEOUT: a result, after a while
+    api.fail("slow")
+    with ws_connect("/livesearch/ws/") as ws:
+        search(ws, "django")
+        wait_until(lambda: api.count("django") == 1, "the first poll starts")
+        refresh(ws)
+        assert receive_results(ws)["next_poll_in"] == 60.0
+        time.sleep(0.1)
+    assert api.count("django") == 1
 
 
 # Bounds
@@ -484,6 +637,7 @@ def test_past_the_cap_on_distinct_queries_a_new_one_is_refused(
         search(three, "gamma")
         assert receive(three) == {
             "type": "error",
+            "refused": "search",
             "message": "the server already follows 2 different searches, its"
             " limit; try again in a while",
         }
@@ -537,6 +691,7 @@ def test_a_bad_search_is_refused_with_an_error_event(
         ws.send(request_)
         error = receive(ws)
         assert error["type"] == "error"
+        assert error["refused"] == "search"
         assert error["message"].startswith(message)
         assert pusher.polling() == []
         search(ws, "django")  # the connection stays usable
@@ -552,7 +707,11 @@ def test_a_bad_search_leaves_the_previous_one_running(
         search(ws, "")
         while (event := receive(ws))["type"] == "results":
             pass
-        assert event == {"type": "error", "message": "type something to search for"}
+        assert event == {
+            "type": "error",
+            "refused": "search",
+            "message": "type something to search for",
+        }
         assert receive_results(ws)["query"] == "django"
 
 
@@ -658,7 +817,6 @@ def test_page_offers_the_configured_sources_and_shows_its_socket_view(
     settings.LIVESEARCH_INTERVAL = 12
     html = client.get("/livesearch/").content.decode()
     assert 'data-socket-url="/livesearch/ws/"' in html
-    assert 'data-interval="12"' in html
     assert re.search(r"every 12\s+seconds", html)
     assert '<script type="module" src="/static/js/livesearch.js"></script>' in html
     options = re.findall(r'<option value="(\w+)">([^<]+)</option>', html)

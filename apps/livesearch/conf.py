@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # Searches one client may send: (count, seconds), counted per client
     # address and per session or user in Django's default cache.
     "LIVESEARCH_RATE_LIMIT": (20, 60.0),
+    # Refreshes ("poll now") one client may ask for: (count, seconds),
+    # counted like searches. Each one polls the source for every follower.
+    "LIVESEARCH_REFRESH_RATE_LIMIT": (3, 60.0),
     # Seconds an upstream request may take in all: connecting, sending, and
     # reading the whole answer, however slowly it trickles in.
     "LIVESEARCH_REQUEST_DEADLINE": 10.0,

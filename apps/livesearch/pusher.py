@@ -3,6 +3,9 @@ however many connections follow it, by a fixed pool of fetcher threads.
 
 The first connection to search for a query registers a poller for it, which
 is due at once; then every ``LIVESEARCH_INTERVAL`` seconds after each search.
+Each push says when the next one is due (``next_poll_in``, in seconds from
+when it is sent), so a page can count down to it; a follower may ask for the
+next poll at once (``refresh()``; the view limits how often).
 A pool of at most ``LIVESEARCH_FETCHERS`` threads takes the pollers in the
 order they fall due, searches, and sends the push to every connection
 following the query; a connection that joins later gets the latest push at
@@ -14,8 +17,8 @@ first poller and end when there are fewer pollers than fetchers, so an idle
 process holds no thread. At most ``LIVESEARCH_MAX_QUERIES`` queries are
 polled at once; a search for another one is refused with an error event. A
 failing source is reported as an error event and retried after a capped
-exponential backoff (longer if it sent ``Retry-After``); followers stay
-subscribed meanwhile.
+exponential backoff (longer if it sent ``Retry-After``): the error event's
+``next_poll_in`` is that backoff. Followers stay subscribed meanwhile.
 
 Polling is per process: with several server processes, each one polls the
 queries its own connections follow. That is why this module keeps its own
@@ -25,8 +28,16 @@ every process's members.
 Events, as JSON text::
 
     {"type": "results", "query": "django", "source": "hn", "at": "<ISO time>",
+     "next_poll_in": 30.0,
      "results": [{"title", "url", "snippet", "published", "new"}, ...]}
-    {"type": "error", "message": "Hacker News: ... retrying in 60 s"}
+    {"type": "error", "query": "django", "source": "hn", "next_poll_in": 60.0,
+     "message": "Hacker News cannot be reached from this server",
+     "detail": "cannot reach hn.algolia.com (its name does not resolve)"}
+
+and, answering a request this module or the view refuses (``refused`` is
+``"search"`` or ``"refresh"``; a refused search leaves the previous one on)::
+
+    {"type": "error", "refused": "search", "message": "type something to ..."}
 """
 
 import heapq
@@ -36,7 +47,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django import db
 
@@ -52,28 +63,52 @@ Event = dict[str, Any]
 
 
 class SearchRefused(ValueError):
-    """A search the server does not run; the message says why, for the user."""
+    """A request the server does not run; the message says why, for the user.
+
+    Attributes:
+        request: What was refused: ``"search"`` or ``"refresh"``.
+    """
+
+    def __init__(self, message: str, request: str = "search") -> None:
+        super().__init__(message)
+        self.request = request
 
 
-def parse_search(message: Message) -> tuple[str, str]:
-    """Read ``{"type": "search", "query": ..., "source": ...}`` from the page.
+class Request(NamedTuple):
+    """What a page asks for: ``type`` is ``"search"`` (for *query* on
+    *source*) or ``"refresh"`` (the search it follows, now)."""
+
+    type: str
+    source: str = ""
+    query: str = ""
+
+
+REFRESH = Request("refresh")
+
+
+def parse(message: Message) -> Request:
+    """Read ``{"type": "search", "query": ..., "source": ...}`` or
+    ``{"type": "refresh"}`` from the page.
 
     The query is trimmed, inner whitespace collapsed; the source defaults to
     the first configured one.
 
-    Returns:
-        The source name and the query.
-
     Raises:
-        SearchRefused: With a message for the user, if the search is
-            malformed, empty, too long, or names an unknown source.
+        SearchRefused: With a message for the user, if the request is
+            malformed, or the search empty, too long, or for an unknown
+            source.
     """
     try:
         data = json.loads(message)
     except ValueError:
         data = None
+    if isinstance(data, dict) and data.get("type") == REFRESH.type:
+        return REFRESH
     if not isinstance(data, dict) or data.get("type") != "search":
-        raise SearchRefused('send {"type": "search", "query": "...", "source": "..."}')
+        raise SearchRefused(
+            'send {"type": "search", "query": "...", "source": "..."}'
+            ' or {"type": "refresh"}'
+        )
     query = data.get("query")
     query = " ".join(query.split()) if isinstance(query, str) else ""
     if not query:
@@ -89,11 +124,16 @@ def parse_search(message: Message) -> tuple[str, str]:
         raise SearchRefused(
             f"unknown source {str(source)[:50]!r}; choose one of {', '.join(names)}"
         )
-    return source, query
+    return Request("search", source, query)
 
 
-def error_event(message: str) -> Event:
-    return {"type": "error", "message": message}
+def error_event(message: str, **fields: Any) -> Event:
+    return {"type": "error", "message": message, **fields}
+
+
+def refusal_event(err: SearchRefused) -> Event:
+    """The error event answering a refused request."""
+    return error_event(str(err), refused=err.request)
 
 
 class Pusher:
@@ -136,7 +176,7 @@ class Pusher:
                 retired = self._leave(websocket)
                 if poller is None:
                     poller = self._pollers[source, query] = _Poller(source, query)
-                    self._schedule(poller, 0.0)
+                    self._schedule(poller, time.monotonic())
                     self._start_fetcher()
                 poller.followers.add(websocket)
                 self._following[websocket] = poller
@@ -144,6 +184,26 @@ class Pusher:
         if retired is not None:
             retired.close()
         self._greet(poller, websocket)
+
+    def refresh(self, websocket: WebSocket) -> None:
+        """Search the query *websocket* follows now instead of when due; every
+        follower gets the push. Nothing changes if a search is due, or under
+        way and not pushed yet: that push is the fresh one.
+
+        Raises:
+            SearchRefused: If *websocket* follows no query.
+        """
+        with self._lock:
+            poller = self._following.get(websocket)
+            if poller is None:
+                raise SearchRefused("search for something first", REFRESH.type)
+            now = time.monotonic()
+            if poller.due_at <= now:
+                return
+            if poller.busy:  # pushed, not rescheduled yet: the fetcher will
+                poller.due_at = now
+            else:
+                self._schedule(poller, now)
 
     def unsubscribe(self, websocket: WebSocket) -> None:
         """Stop pushing to *websocket* (no error if it followed nothing)."""
@@ -187,9 +247,11 @@ class Pusher:
         self._work.notify_all()  # a fetcher too many ends
         return None if poller.busy else poller
 
-    def _schedule(self, poller: "_Poller", delay: float) -> None:
-        entry = (time.monotonic() + delay, next(self._order), poller)
-        heapq.heappush(self._due, entry)
+    def _schedule(self, poller: "_Poller", due: float) -> None:
+        """Make *poller* due at *due* (``time.monotonic()``), instead of when
+        it was due before: its earlier entry in the heap goes stale."""
+        poller.due_at = due
+        heapq.heappush(self._due, (due, next(self._order), poller))
         self._work.notify()
 
     def _start_fetcher(self) -> None:
@@ -209,12 +271,13 @@ class Pusher:
         try:
             while (poller := self._take()) is not None:
                 event, delay = poller.poll()
-                self._push(poller, event)
+                due = time.monotonic() + delay
+                self._push(poller, {**event, "next_poll_in": round(delay, 3)}, due)
                 with self._lock:
                     poller.busy = False
                     retired = poller.retired
-                    if not retired:
-                        self._schedule(poller, delay)
+                    if not retired:  # at due, unless a refresh came since
+                        self._schedule(poller, poller.due_at)
                 if retired:
                     poller.close()
         finally:
@@ -233,7 +296,10 @@ class Pusher:
                 if len(self._fetchers) > len(self._pollers):
                     self._fetchers.discard(threading.current_thread())
                     return None
-                while self._due and self._due[0][2].retired:
+                # Retired pollers, and entries a refresh made stale.
+                while self._due and (
+                    self._due[0][2].retired or self._due[0][0] != self._due[0][2].due_at
+                ):
                     heapq.heappop(self._due)
                 timeout = None
                 if self._due:
@@ -244,12 +310,13 @@ class Pusher:
                         return poller
                 self._work.wait(timeout)
 
-    def _push(self, poller: "_Poller", event: Event) -> None:
+    def _push(self, poller: "_Poller", event: Event, due: float) -> None:
         with poller.sending:
             with self._lock:
                 if poller.retired:
                     return
                 poller.last = event
+                poller.due_at = due
                 poller.newcomers.clear()
                 followers = list(poller.followers)
             _send(followers, event)
@@ -262,7 +329,10 @@ class Pusher:
                 if poller.last is None or websocket not in poller.newcomers:
                     return
                 poller.newcomers.discard(websocket)
-                last = poller.last
+                # The next poll is as far off as it really is, not a whole
+                # interval: 0 while it is under way.
+                left = max(0.0, poller.due_at - time.monotonic())
+                last = {**poller.last, "next_poll_in": round(left, 3)}
             _send([websocket], last)
 
 
@@ -273,12 +343,14 @@ class _Poller:
     def __init__(self, source: str, query: str) -> None:
         self.key = (source, query)
         # Guarded by the pusher's lock: who follows, who has had no push yet,
-        # the latest push (results or error) to greet newcomers with, whether
-        # a fetcher is searching, and whether nobody follows any more (then
-        # it is never scheduled again).
+        # the latest push (results or error) to greet newcomers with, when
+        # the next search is due (time.monotonic(); the heap entry with
+        # another time is stale), whether a fetcher is searching, and whether
+        # nobody follows any more (then it is never scheduled again).
         self.followers: set[WebSocket] = set()
         self.newcomers: set[WebSocket] = set()
         self.last: Event | None = None
+        self.due_at = 0.0
         self.busy = False
         self.retired = False
         # Serializes pushes and greetings, so that nobody gets an older push
@@ -300,13 +372,16 @@ class _Poller:
                 self._source = sources.load(name)
             results = self._source.search(query)[: sources.MAX_RESULTS]
         except sources.SourceError as err:
-            return self._failed(str(err), err.retry_after, interval, err.__cause__)
+            return self._failed(err, interval)
         except Exception as err:
             # A bug or a misconfiguration: log it, tell the followers, and keep
             # polling to retry like any other failure.
             logger.exception("livesearch: searching %s for %r failed", name, query)
-            message = f"search failed ({type(err).__name__})"
-            return self._failed(message, None, interval, None)
+            failure = sources.SourceError(
+                f"search failed ({type(err).__name__})",
+                problem="cannot be searched: something is wrong on this server",
+            )
+            return self._failed(failure, interval)
         self._failures = 0
         return self._results(results), interval
 
@@ -340,32 +415,31 @@ class _Poller:
             ],
         }
 
-    def _failed(
-        self,
-        message: str,
-        retry_after: float | None,
-        interval: float,
-        cause: BaseException | None,
-    ) -> tuple[Event, float]:
+    def _failed(self, err: sources.SourceError, interval: float) -> tuple[Event, float]:
         self._failures += 1
         cap = max(float(get_setting("LIVESEARCH_MAX_BACKOFF")), interval)
         delay = interval * 2 ** min(self._failures, 16)
-        delay = min(max(delay, retry_after or 0.0), cap)
+        delay = min(max(delay, err.retry_after or 0.0), cap)
+        cause = err.__cause__
         name, query = self.key
         if self._source is not None:
             label = self._source.label
         else:  # it could not be created
             label = dict(sources.configured()).get(name, name)
-        # The page gets plain words; the log also gets what caused them.
+        # The page gets plain words first and the detail on request; the log
+        # also gets what caused them.
         logger.warning(
             "livesearch: %s for %r: %s%s; retrying in %.3g s",
             name,
             query,
-            message,
+            err,
             f" ({cause!r})" if cause is not None else "",
             delay,
         )
-        return error_event(f"{label}: {message}; retrying in {delay:.3g} s"), delay
+        event = error_event(
+            f"{label} {err.problem}", source=name, query=query, detail=str(err)
+        )
+        return event, delay
 
 
 def _identity(result: sources.Result) -> Any:
@@ -394,6 +468,15 @@ def subscribe(websocket: WebSocket, source: str, query: str) -> None:
         SearchRefused: If the process polls as many queries as it may.
     """
     _pusher.subscribe(websocket, source, query)
+
+
+def refresh(websocket: WebSocket) -> None:
+    """Poll the query *websocket* follows now; every follower gets the push.
+
+    Raises:
+        SearchRefused: If *websocket* follows no query.
+    """
+    _pusher.refresh(websocket)
 
 
 def unsubscribe(websocket: WebSocket) -> None:

@@ -12,8 +12,9 @@ options being the class's keyword arguments.
   JSON APIs through the process's shared HTTP client (``upstream.py``), each
   request under a total deadline and a size cap. Their failures (timeouts,
   network errors, HTTP errors, rate limits, oversized or malformed answers)
-  raise ``SourceError`` with a message in plain words; the pusher reports it
-  to the page, logs the cause and retries later. Nothing here retries.
+  raise ``SourceError``: what went wrong in plain words, and the technical
+  detail; the pusher reports both to the page, logs the cause and retries
+  later. Nothing here retries.
 """
 
 import email.utils
@@ -73,11 +74,36 @@ class Source(Protocol):
 
 
 class SourceError(Exception):
-    """A source could not answer; ``retry_after`` is the delay it asked for."""
+    """A source could not answer.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    Args:
+        detail: What happened, for whoever wants the technical detail, e.g.
+            "cannot reach hn.algolia.com (its name does not resolve)"; the
+            page shows it on request, never first.
+        problem: The same in plain words for anyone, completing a sentence
+            that starts with the source's label: "cannot be reached from
+            this server" reads "Hacker News cannot be reached from this
+            server".
+        retry_after: The delay the source asked for (``Retry-After``), in
+            seconds.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        problem: str = "cannot be searched right now",
+    ) -> None:
+        super().__init__(detail)
+        self.problem = problem
         self.retry_after = retry_after
+
+
+# The problems HttpSource reports, in plain words (see SourceError).
+UNREACHABLE = "cannot be reached from this server"
+TOO_SLOW = "is too slow to answer"
+UNREADABLE = "sent an answer this server cannot read"
 
 
 def configured() -> list[tuple[str, str]]:
@@ -172,7 +198,8 @@ class HttpSource:
             return self.parse(data)[:MAX_RESULTS]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise SourceError(
-                f"{self.host} sent an unexpected response ({err!r})"
+                f"{self.host} sent an unexpected response ({err!r})",
+                problem=UNREADABLE,
             ) from err
 
     def query_params(self, query: str) -> dict[str, Any]:
@@ -204,29 +231,37 @@ class HttpSource:
             )
         except upstream.DeadlineExceeded as err:
             raise SourceError(
-                f"{self.host} did not finish answering within {deadline:g} s"
+                f"{self.host} did not finish answering within {deadline:g} s",
+                problem=TOO_SLOW,
             ) from err
         except upstream.ResponseTooLarge as err:
             raise SourceError(
-                f"{self.host} sent an answer larger than {_size(max_bytes)}"
+                f"{self.host} sent an answer larger than {_size(max_bytes)}",
+                problem="sent an answer too large to read",
             ) from err
         except httpx.TimeoutException as err:
             raise SourceError(
-                f"{self.host} did not answer within {self.timeout:g} s"
+                f"{self.host} did not answer within {self.timeout:g} s",
+                problem=TOO_SLOW,
             ) from err
         except httpx.HTTPError as err:
-            raise SourceError(f"cannot reach {self.host} ({_why(err)})") from err
+            raise SourceError(
+                f"cannot reach {self.host} ({_why(err)})", problem=UNREACHABLE
+            ) from err
         if response.is_error:
             hint = self.hints.get(response.status_code)
             raise SourceError(
                 f"{self.host} answered HTTP {response.status_code}"
                 f" {response.reason_phrase}" + (f"; {hint}" if hint else ""),
                 retry_after=_retry_after(response.headers.get("Retry-After")),
+                problem=_refusal(response.status_code),
             )
         try:
             return json.loads(body)
         except ValueError as err:
-            raise SourceError(f"{self.host} sent malformed JSON") from err
+            raise SourceError(
+                f"{self.host} sent malformed JSON", problem=UNREADABLE
+            ) from err
 
     def close(self) -> None:
         pass  # the HTTP client is the process's, shared by every source
@@ -252,6 +287,15 @@ def _why(err: httpx.HTTPError) -> str:
     if isinstance(err, httpx.ConnectError):
         return "the connection failed"
     return "the connection broke"
+
+
+def _refusal(status: int) -> str:
+    """An HTTP error status in plain words (see SourceError)."""
+    if status == 429:
+        return "asks this server to search less often"
+    if status >= 500:
+        return "has a problem on its side"
+    return "refused the search"
 
 
 def _size(count: int) -> str:
@@ -335,7 +379,10 @@ class WikipediaSource(HttpSource):
 
     def parse(self, data: Any) -> list[Result]:
         if "error" in data:  # MediaWiki reports errors with HTTP 200
-            raise SourceError(f"{self.host}: {data['error'].get('info')}")
+            raise SourceError(
+                f"{self.host}: {data['error'].get('info')}",
+                problem="refused the search",
+            )
         return [
             {
                 "title": page["title"],
@@ -411,7 +458,9 @@ class LocalSource:
                     query, self.models, MAX_RESULTS, self.using
                 )
         except DatabaseError as err:
-            raise SourceError(f"the database failed ({err})") from err
+            raise SourceError(
+                f"the database failed ({err})", problem="cannot search its database"
+            ) from err
         return [
             {
                 "id": f"{spec.label}:{obj.pk}",

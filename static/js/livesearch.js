@@ -1,14 +1,17 @@
 /**
  * The live search demo: send a query, show each push of its top results.
  *
- * The server answers a search at once, then pushes again every interval
- * (`data-interval`, in seconds, drives the countdown). Results that were not
- * in the previous push come with `new: true` and are highlighted. Titles and
- * snippets go in as text, and links only if they are http(s). After a
- * reconnect the current search is sent again.
+ * The server answers a search at once, then pushes again on its own
+ * schedule; every push (results or error) says in `next_poll_in` how many
+ * seconds until the next one, which drives the countdown, so it is right
+ * however the page joined (a second tab, the same search again, a refresh).
+ * "Refresh now" asks for the next poll at once; the server may refuse, and
+ * says why. Results that were not in the previous push come with
+ * `new: true` and are highlighted. Titles and snippets go in as text, and
+ * links only if they are http(s). After a reconnect the search is sent again.
  */
 
-import { el } from "./dom.js";
+import { el, formatTime, timeElement } from "./dom.js";
 import { connect } from "./socket.js";
 
 const root = document.getElementById("livesearch");
@@ -16,19 +19,50 @@ const form = document.getElementById("livesearch-form");
 const queryInput = document.getElementById("livesearch-query");
 const sourceSelect = document.getElementById("livesearch-source");
 const submitButton = document.getElementById("livesearch-submit");
+const refreshButton = document.getElementById("livesearch-refresh");
+const refreshNote = document.getElementById("livesearch-refresh-note");
 const updated = document.getElementById("livesearch-updated");
 const countdown = document.getElementById("livesearch-countdown");
-const errorBox = document.getElementById("livesearch-error");
+const problem = document.getElementById("livesearch-problem");
+const errorText = document.getElementById("livesearch-error");
+const retryText = document.getElementById("livesearch-retry");
+const detail = document.getElementById("livesearch-detail");
+const detailText = document.getElementById("livesearch-detail-text");
 const list = document.getElementById("livesearch-results");
 
-const intervalMs = Number(root.dataset.interval) * 1000;
+let following = null; // the search the server pushes to this page: {source, query}
+let pending = null; // a search sent and not answered yet
+let nextPushAt = null; // performance.now() when the server's next poll is due
+let failing = false; // the last push was an error: the countdown is its retry
+let refreshing = false; // a refresh was asked for and not answered yet
 
-let current = null; // the search being followed, resent after a reconnect
-let nextPushAt = null; // performance.now() when the next push is due
+/** The query as the server keys it: trimmed, inner whitespace collapsed. */
+function normalize(query) {
+  return query.trim().split(/\s+/).join(" ");
+}
 
-function showError(message) {
-  errorBox.textContent = message;
-  errorBox.hidden = !message;
+function sameSearch(a, b) {
+  return a !== null && b !== null && a.source === b.source && a.query === b.query;
+}
+
+function sourceLabel(name) {
+  return sourceSelect.querySelector(`option[value="${CSS.escape(name)}"]`)?.textContent ?? name;
+}
+
+/** Seconds as people say them: "45 s", "2 min", "1 min 30 s". */
+function duration(seconds) {
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  const rest = seconds % 60;
+  return rest ? `${minutes} min ${rest} s` : `${minutes} min`;
+}
+
+function showProblem(message, detailMessage = "") {
+  errorText.textContent = message;
+  detailText.textContent = detailMessage;
+  detail.hidden = !detailMessage;
+  problem.hidden = !message;
+  if (!message) retryText.textContent = "";
 }
 
 /** The link of a result if it is http(s); a URL from the network must not run code. */
@@ -41,11 +75,6 @@ function safeHref(url) {
   }
 }
 
-function formatTime(iso) {
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
-}
-
 function renderResult(result) {
   const href = result.url ? safeHref(result.url) : null;
   const children = [
@@ -55,33 +84,72 @@ function renderResult(result) {
   ];
   if (result.new) children.unshift(el("span", { class: "badge", text: "new" }));
   if (result.snippet) children.push(el("p", { class: "snippet", text: result.snippet }));
-  if (result.published) {
-    children.push(
-      el("time", { class: "published", text: formatTime(result.published), attrs: { datetime: result.published } }),
-    );
-  }
+  if (result.published) children.push(timeElement(result.published, { class: "published" }));
   return el("li", { class: result.new ? "result new" : "result" }, children);
 }
 
+/**
+ * Take a push if it is for the search this page wants (the one sent last,
+ * else the one followed); pushes of a search left behind may still arrive.
+ */
+function accept(message) {
+  const wanted = pending ?? following;
+  if (!sameSearch(message, wanted)) return false;
+  following = wanted;
+  pending = null;
+  refreshing = false;
+  refreshNote.textContent = "";
+  refreshButton.disabled = !socket.isOpen;
+  const seconds = Number(message.next_poll_in);
+  nextPushAt = Number.isFinite(seconds) ? performance.now() + seconds * 1000 : null;
+  return true;
+}
+
 function showResults(message) {
-  showError("");
-  const label = sourceSelect.querySelector(`option[value="${CSS.escape(message.source)}"]`)?.textContent;
+  if (!accept(message)) return;
+  failing = false;
+  showProblem("");
   const count = message.results.length;
   updated.textContent =
-    `${count} result${count === 1 ? "" : "s"} for “${message.query}” on ${label ?? message.source}` +
-    ` at ${new Date(message.at).toLocaleTimeString()}.`;
+    `${count} result${count === 1 ? "" : "s"} for “${message.query}” on ${sourceLabel(message.source)}` +
+    ` at ${formatTime(message.at)}.`;
   list.replaceChildren(...message.results.map(renderResult));
-  nextPushAt = performance.now() + intervalMs;
+  tick();
+}
+
+function showError(message) {
+  if (message.refused === "refresh") {
+    refreshing = false;
+    refreshNote.textContent = message.message;
+    tick();
+    return;
+  }
+  if (message.refused !== undefined) {
+    // The search was not run; the server goes on with the one followed.
+    if (pending !== null) updated.textContent = "";
+    pending = null;
+    showProblem(message.message);
+    return;
+  }
+  if (message.source !== undefined && !accept(message)) return;
+  // The results shown, if any, stay: they are those of the time they say.
+  if (updated.textContent === "Searching…") updated.textContent = "";
+  failing = nextPushAt !== null;
+  showProblem(message.message, message.detail ?? "");
   tick();
 }
 
 function tick() {
-  if (nextPushAt === null) {
+  const seconds = nextPushAt === null ? null : Math.ceil((nextPushAt - performance.now()) / 1000);
+  if (failing) {
     countdown.textContent = "";
-    return;
+    retryText.textContent =
+      seconds > 0 && !refreshing ? `; retrying in ${duration(seconds)}.` : "; retrying now…";
+  } else if (refreshing || (seconds !== null && seconds <= 0)) {
+    countdown.textContent = "Refreshing…";
+  } else {
+    countdown.textContent = seconds === null ? "" : `Next refresh in ${duration(seconds)}.`;
   }
-  const seconds = Math.ceil((nextPushAt - performance.now()) / 1000);
-  countdown.textContent = seconds > 0 ? `Next refresh in ${seconds} s.` : "Refreshing…";
 }
 setInterval(tick, 250);
 
@@ -90,30 +158,48 @@ const socket = connect({
   statusElement: document.getElementById("livesearch-status"),
   onOpen() {
     submitButton.disabled = false;
-    if (current !== null) socket.sendJson(current);
+    // The server forgot this page's search with the old connection.
+    pending = pending ?? following;
+    if (pending !== null) socket.sendJson({ type: "search", ...pending });
   },
   onClose() {
     submitButton.disabled = true;
+    refreshButton.disabled = true;
     nextPushAt = null;
+    failing = false;
+    refreshing = false;
     tick();
   },
 });
 
 socket.onMessage("results", showResults);
-socket.onMessage("error", (message) => {
-  showError(message.message);
-  nextPushAt = null; // the message says when the server retries
-  tick();
-});
+socket.onMessage("error", showError);
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const search = { type: "search", query: queryInput.value, source: sourceSelect.value };
-  if (!socket.sendJson(search)) return;
-  current = search;
+  const search = { source: sourceSelect.value, query: normalize(queryInput.value) };
+  if (!socket.sendJson({ type: "search", ...search })) return;
+  if (!sameSearch(search, following)) {
+    // Another search: what is shown belongs to the old one.
+    list.replaceChildren();
+    showProblem("");
+    nextPushAt = null;
+    failing = false;
+    refreshButton.disabled = true;
+  }
+  pending = search;
+  refreshNote.textContent = "";
   updated.textContent = "Searching…";
+  tick();
+});
+
+refreshButton.addEventListener("click", () => {
+  if (!socket.sendJson({ type: "refresh" })) return;
+  refreshing = true;
+  refreshNote.textContent = "";
+  tick();
 });
 
 sourceSelect.addEventListener("change", () => {
-  if (current !== null && queryInput.value.trim()) form.requestSubmit();
+  if ((following !== null || pending !== null) && queryInput.value.trim()) form.requestSubmit();
 });

@@ -92,17 +92,153 @@ def test_results_appear_then_new_ones_are_highlighted(
     expect(results.nth(1).locator(".title")).to_have_text("django story 11")
 
 
-def test_an_upstream_error_shows_until_the_source_heals(
+def test_an_upstream_error_shows_in_plain_words_until_the_source_heals(
     api: SearchApi, live_server: LiveServer, page: Page
 ) -> None:
     api.fail("500")
     open_page(page, live_server)
     search(page, "wiki", "wikipedia")
-    error = page.locator("#livesearch-error")
-    expect(error).to_have_text(
-        re.compile(r"^Wikipedia: .+ answered HTTP 500 Internal Server Error; retrying")
+    problem = page.locator("#livesearch-problem")
+    # The retry as the server schedules it: INTERVAL * 2, capped at 1 s.
+    expect(problem.locator("p").first).to_have_text(
+        re.compile(r"^Wikipedia has a problem on its side; retrying (in 1 s|now…)\.?$")
+    )
+    expect(page.locator("#livesearch-updated")).not_to_have_text("Searching…")
+    # The detail is there on request.
+    detail = page.locator("#livesearch-detail-text")
+    expect(detail).to_be_hidden()
+    page.click("#livesearch-detail summary")
+    expect(detail).to_have_text(
+        re.compile(r"^127\.0\.0\.1:\d+ answered HTTP 500 Internal Server Error$")
     )
     # Retried after the backoff, on the same subscription.
     snippet = page.locator("#livesearch-results li.result .snippet").first
     expect(snippet).to_have_text("The wiki article number 11 & more")
-    expect(error).to_be_hidden()
+    expect(problem).to_be_hidden()
+
+
+def test_the_retry_countdown_follows_the_real_backoff(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    """The first retry comes after twice the interval: 2 s, counted down."""
+    settings.LIVESEARCH_MAX_BACKOFF = 300.0
+    api.fail("500")
+    open_page(page, live_server)
+    search(page, "wiki", "wikipedia")
+    retry = page.locator("#livesearch-retry")
+    expect(retry).to_have_text("; retrying in 2 s.")
+    expect(retry).to_have_text("; retrying in 1 s.")
+    expect(page.locator("#livesearch-results li.result")).to_have_count(10)
+
+
+def test_a_new_source_clears_the_old_results_and_shows_its_own_error(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 60.0  # no push but the ones asked for
+    open_page(page, live_server)
+    search(page, "django", "hn")
+    results = page.locator("#livesearch-results li.result")
+    expect(results).to_have_count(10)
+    page.click("#livesearch-refresh")
+    expect(page.locator("#livesearch-results li.result.new")).to_have_count(1)
+    api.fail("500")
+    page.select_option("#livesearch-source", "wikipedia")  # searches again
+    expect(page.locator("#livesearch-error")).to_have_text(
+        "Wikipedia has a problem on its side"
+    )
+    expect(results).to_have_count(0)
+    expect(page.locator("#livesearch-updated")).to_have_text("")
+
+
+def test_a_new_query_shows_searching_until_its_first_push(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 60.0
+    api.slow_seconds = 0.5  # within the source's timeout: results, later
+    open_page(page, live_server)
+    search(page, "django", "hn")
+    results = page.locator("#livesearch-results li.result")
+    expect(results).to_have_count(10)
+    api.fail("slow")
+    search(page, "flask", "hn")
+    updated = page.locator("#livesearch-updated")
+    expect(updated).to_have_text("Searching…")
+    expect(results).to_have_count(0)
+    expect(updated).to_have_text(re.compile(r"^10 results for “flask”"))
+    expect(results.first.locator(".title")).to_have_text(re.compile(r"^flask story"))
+
+
+def test_refresh_now_brings_a_fresh_push_and_restarts_the_countdown(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 60.0
+    open_page(page, live_server)
+    refresh = page.locator("#livesearch-refresh")
+    expect(refresh).to_be_disabled()  # nothing to refresh yet
+    search(page, "django", "hn")
+    countdown = page.locator("#livesearch-countdown")
+    expect(countdown).to_have_text(re.compile(r"^Next refresh in (1 min|59 s)\.$"))
+    expect(refresh).to_be_enabled()
+    refresh.click()
+    new = page.locator("#livesearch-results li.result.new")
+    expect(new.locator(".title")).to_have_text(["django story 12"])
+    expect(countdown).to_have_text(re.compile(r"^Next refresh in (1 min|59 s)\.$"))
+    assert api.count("django") == 2
+    # What "new" means is said on the page.
+    expect(page.locator(".search-note").last).to_have_text(
+        "new marks a result that was not in the previous push."
+    )
+
+
+def test_a_refused_refresh_says_why(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 60.0
+    settings.LIVESEARCH_REFRESH_RATE_LIMIT = (1, 60.0)
+    open_page(page, live_server)
+    search(page, "django", "hn")
+    expect(page.locator("#livesearch-results li.result")).to_have_count(10)
+    page.click("#livesearch-refresh")
+    expect(page.locator("#livesearch-results li.result.new")).to_have_count(1)
+    page.click("#livesearch-refresh")
+    expect(page.locator("#livesearch-refresh-note")).to_have_text(
+        re.compile(r"^too many refreshes: 1 every 60 s at most; try again in \d+ s$")
+    )
+    # The countdown is the server's again, and the results stay.
+    expect(page.locator("#livesearch-countdown")).to_have_text(
+        re.compile(r"^Next refresh in \d+ s\.$")
+    )
+    expect(page.locator("#livesearch-results li.result")).to_have_count(10)
+    assert api.count("django") == 2
+
+
+def test_searching_again_keeps_the_countdown_of_the_real_next_push(
+    api: SearchApi, live_server: LiveServer, page: Page, settings: Any
+) -> None:
+    """The same search again gets the latest push, with the time really left
+    until the next one: the countdown does not start again at the interval."""
+    settings.LIVESEARCH_INTERVAL = 4.0
+    open_page(page, live_server)
+    search(page, "django", "hn")
+    countdown = page.locator("#livesearch-countdown")
+    expect(countdown).to_have_text("Next refresh in 2 s.")
+    page.press("#livesearch-query", "Enter")
+    expect(page.locator("#livesearch-updated")).to_have_text(
+        re.compile(r"^10 results for “django”")
+    )
+    expect(countdown).to_have_text(
+        re.compile(r"^(Next refresh in [12] s\.|Refreshing…)$")
+    )
+    assert api.count("django") == 1
+
+
+def test_result_times_use_the_site_format_with_the_full_time_on_hover(
+    api: SearchApi, live_server: LiveServer, page: Page
+) -> None:
+    open_page(page, live_server)
+    search(page, "django", "hn")
+    published = page.locator("#livesearch-results li.result time.published").first
+    expect(published).to_have_attribute("datetime", "2025-01-01T00:11:00Z")
+    expect(published).to_have_attribute("title", re.compile(r"2025"))
+    # Not today, another year: day, month and year, then the clock.
+    expect(published).to_have_text(re.compile(r"2025.*\d\d:\d\d|\d\d:\d\d.*2025"))
