@@ -178,6 +178,7 @@ def _serve(
     # The key the client's cookie names: the one place its changes can go.
     session_key = session.session_key if isinstance(session, SessionBase) else None
     code, reason = CloseCode.NORMAL_CLOSURE, ""
+    interrupted = False
     try:
         # The client leaving while the view was sending is a normal end.
         with contextlib.suppress(ConnectionClosed):
@@ -191,9 +192,18 @@ def _serve(
         code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
         if isinstance(session, SessionBase):
             session.modified = False  # as Django saves nothing on a 500
+    except BaseException:
+        # The process is ending under the view: SystemExit from a signal
+        # handler (under gevent it lands in whichever greenlet runs), or
+        # GreenletExit when gevent kills the handlers.
+        code, reason = CloseCode.GOING_AWAY, "server shutting down"
+        interrupted = True
+        raise
     finally:
         websocket.finish(code, reason)
         ticket.release()
+        if interrupted:
+            websocket.release()  # no response will be closed for it
     return response_class(websocket)
 
 
