@@ -148,3 +148,27 @@ def test_templates_have_no_inline_script_style_or_handlers() -> None:
         for pattern in INLINE_CODE:
             offenders += [f"{template.name}: {m}" for m in pattern.findall(html)]
     assert offenders == []
+
+
+def test_every_page_links_the_svg_favicon() -> None:
+    """base.html links it, so every page has it; the 500 page too."""
+    html = render_to_string("500.html")
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html
+    svg = (TEMPLATES.parent / "static" / "favicon.svg").read_text()
+    assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+    assert "style" not in svg  # the policy refuses inline styles
+
+
+def test_each_demo_shows_its_view_in_a_panel_that_folds(client: Client) -> None:
+    html = client.get("/echo/").content.decode()
+    panel = html[html.index('<details class="view-source" open>') :]
+    assert panel.index("<summary>") < panel.index("<pre><code>")
+
+
+def test_home_page_says_how_often_live_search_pushes_as_the_setting_does() -> None:
+    """It never promises a number of its own ("every few seconds")."""
+    html = render_to_string("home.html")
+    assert "every few seconds" not in html
+    assert "<code>LIVESEARCH_INTERVAL</code>" in html
+    html = render_to_string("home.html", {"livesearch_interval": 12.0})
+    assert re.search(r"results\s+every 12 seconds\s+and marks", html)
