@@ -526,7 +526,8 @@ class RateLimit:
             f"slow down: at most {self.limit} messages every {self.period:g} seconds"
         )
         if len(self._times) >= self.limit:
-            raise ChatError(slow_down)
+            wait = self._times[0] + self.period - now
+            raise ChatError(f"{slow_down}; try again in {math.ceil(wait)} s")
         for key, limit, period in self._client:
             wait = ratelimit.rate_limited(key, limit, period)
             if wait:
