@@ -84,6 +84,9 @@ def test_config_imports_django_and_its_own_modules_only(path: Path) -> None:
     for module, _, _ in imports(path):
         if root_of(module) == "apps":
             assert module.endswith(".urls"), f"config imports app internals: {module}"
+        elif module == "django_websocket.asgi":
+            # The ASGI entry point, as django.core.wsgi is the WSGI one.
+            assert path.name == "asgi.py", module
         elif root_of(module) != "config":
             assert root_of(module) in STDLIB | third_party, module
 

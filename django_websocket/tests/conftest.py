@@ -208,6 +208,21 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
                 f"127.0.0.1:{port}",
                 *extra,
             ]
+        elif kind == "uvicorn":
+            args = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *extra,
+                "django_websocket.asgi:get_asgi_application",
+            ]
         else:
             args = [
                 sys.executable,

@@ -1,0 +1,93 @@
+"""The same views under an ASGI server: uvicorn as a real process, websockets'
+client. What test_server.py checks on every server (shutdown with 1001, a
+flooding client) runs on uvicorn there too."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from django_websocket import CloseCode
+from django_websocket.testing import WebSocketClient
+from django_websocket.tests.conftest import TIMEOUT
+
+
+@pytest.fixture
+def uvicorn(server_process):
+    return server_process("uvicorn")
+
+
+def test_http_goes_through_django_and_websockets_through_the_same_views(uvicorn):
+    url = f"http://127.0.0.1:{uvicorn.port}/both/"
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        assert response.read() == b"plain HTTP"
+    with WebSocketClient(uvicorn.url, "/both/", timeout=TIMEOUT) as both:
+        assert both.receive() == "websocket"
+    with WebSocketClient(uvicorn.url, "/echo/", timeout=TIMEOUT) as echo:
+        for message in ("text", b"\x00binary", "é" * 70_000):
+            echo.send(message)
+            assert echo.receive() == message
+        echo.close()
+    assert echo.close_code == CloseCode.NORMAL_CLOSURE
+
+
+def test_refusals_are_http_responses_with_the_reason(uvicorn):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            f"{uvicorn.url}/echo/", origin="https://evil.test", open_timeout=TIMEOUT
+        )
+    assert refused.value.response.status_code == 403
+    assert (
+        refused.value.response.body
+        == (
+            f"origin https://evil.test does not match http://127.0.0.1:{uvicorn.port}\n"
+        ).encode()
+    )
+    with pytest.raises(InvalidStatus) as missing:
+        connect(f"{uvicorn.url}/no-such-view/", open_timeout=TIMEOUT)
+    assert missing.value.response.status_code == 404
+
+
+def test_subprotocols_close_codes_and_limits_are_the_views(uvicorn):
+    with WebSocketClient(
+        uvicorn.url, "/subprotocols/", subprotocols=["chat.v1", "chat.v2"]
+    ) as chosen:
+        assert chosen.subprotocol == "chat.v2"
+        assert chosen.receive() == "chat.v2"
+    with WebSocketClient(uvicorn.url, "/close/", timeout=TIMEOUT) as closed:
+        assert closed.expect_close() == 4001
+        assert closed.close_reason == "bye"
+    with WebSocketClient(uvicorn.url, "/raises/", timeout=TIMEOUT) as failing:
+        failing.send("go")
+        assert failing.expect_close() == CloseCode.INTERNAL_ERROR
+        assert failing.close_reason == "internal server error"
+    with WebSocketClient(uvicorn.url, "/small/", timeout=TIMEOUT) as small:
+        small.send("x" * 2048)
+        assert small.expect_close() == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_uvicorn_compresses_while_the_view_sends_from_many_threads(uvicorn):
+    with WebSocketClient(uvicorn.url, "/threads/", timeout=TIMEOUT) as client:
+        assert client.connection.protocol.extensions, "no permessage-deflate"
+        client.send("go")
+        received = [client.receive() for _ in range(50 * 20)]
+    by_sender: dict[str, list[int]] = {}
+    for message in received:
+        sender, number, _ = str(message).split(":", 2)
+        by_sender.setdefault(sender, []).append(int(number))
+    assert by_sender == {str(n): list(range(20)) for n in range(50)}
+
+
+def test_groups_reach_every_member(uvicorn):
+    with (
+        WebSocketClient(uvicorn.url, "/groups/room/", timeout=TIMEOUT) as ada,
+        WebSocketClient(uvicorn.url, "/groups/room/", timeout=TIMEOUT) as bob,
+    ):
+        assert ada.receive() == "joined"
+        assert bob.receive() == "joined"
+        ada.send("hello, room")
+        assert bob.receive() == "hello, room"
+        assert ada.receive() == "hello, room"
