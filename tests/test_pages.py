@@ -172,3 +172,10 @@ def test_home_page_says_how_often_live_search_pushes_as_the_setting_does() -> No
     assert "<code>LIVESEARCH_INTERVAL</code>" in html
     html = render_to_string("home.html", {"livesearch_interval": 12.0})
     assert re.search(r"results\s+every 12 seconds\s+and marks", html)
+
+
+def test_the_home_page_gives_the_live_search_interval_of_the_settings(
+    client: Client, settings: Any
+) -> None:
+    settings.LIVESEARCH_INTERVAL = 12.5
+    assert "every 12.5 seconds" in client.get("/").content.decode()

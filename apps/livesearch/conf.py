@@ -9,6 +9,7 @@ of them in ``config/settings.py`` to replace the default here; see
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 
 DEFAULTS: dict[str, Any] = {
     # Seconds between two pushes of the same query.
@@ -71,3 +72,9 @@ DEFAULTS: dict[str, Any] = {
 def get_setting(name: str) -> Any:
     """Return the project's value for setting *name*, or its default."""
     return getattr(settings, name, DEFAULTS[name])
+
+
+def template_context(request: HttpRequest) -> dict[str, Any]:
+    """Context processor: what other pages say of the live search (the home
+    page's "every N seconds") comes from its settings."""
+    return {"livesearch_interval": get_setting("LIVESEARCH_INTERVAL")}
