@@ -16,7 +16,7 @@
  * not stored) is never lost. The wire format is in docs/chat.md.
  */
 
-import { el } from "./dom.js";
+import { el, timeElement } from "./dom.js";
 import { connect } from "./socket.js";
 
 const MAX_SHOWN = 500; // messages kept on the page while the reader is at the newest
@@ -50,23 +50,6 @@ let early = []; // live messages that came before that history
 let socket = null;
 
 // Times.
-
-/**
- * A <time> for an ISO 8601 instant: "14:05" today, "3 Mar, 14:05" before,
- * the full date and time in its title. The site's one format, kept here
- * until dom.js shares it (then: `import { timeElement } from "./dom.js"`).
- */
-function timeElement(value, { class: className } = {}) {
-  const date = new Date(value);
-  const now = new Date();
-  let text = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  if (date.toDateString() !== now.toDateString()) {
-    const day = { day: "numeric", month: "short" };
-    if (date.getFullYear() !== now.getFullYear()) day.year = "numeric";
-    text = `${date.toLocaleDateString([], day)}, ${text}`;
-  }
-  return el("time", { class: className, text, attrs: { datetime: value, title: date.toLocaleString() } });
-}
 
 /** A day as a heading in the log: "Today", "Yesterday", "Monday 3 March". */
 function dayLabel(date, now = new Date()) {
