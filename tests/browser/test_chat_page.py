@@ -521,3 +521,38 @@ def test_here_now_is_emptied_while_disconnected(open_room: OpenRoom) -> None:
         ["ada"], timeout=TIMEOUT * 2000
     )
     expect(ada.locator("#chat-presence-stale")).to_be_hidden()
+
+
+def test_the_room_list_counts_people_live(
+    new_page: Callable[[], Page], open_room: OpenRoom, live_server: LiveServer
+) -> None:
+    Room.objects.create(name="tea")
+    lister = new_page()
+    lister.goto(live_server.url + "/chat/")
+    count = lister.locator('#chat-rooms li[data-room="tea"] .count')
+    expect(count).to_have_text("0 here")
+    ada = open_room("ada", "tea")
+    expect(count).to_have_text("1 here")
+    ada.close()
+    expect(count).to_have_text("0 here")
+
+
+def test_an_unknown_room_offers_to_create_it_and_a_room_link_says_why_it_asks(
+    new_page: Callable[[], Page], live_server: LiveServer
+) -> None:
+    page = new_page()
+    page.goto(live_server.url + "/chat/kitchen/")
+    expect(page.locator("h1")).to_have_text("No room named kitchen yet")
+    page.fill("#create-nickname", "ada")
+    page.click("#create-submit")
+    expect(page).to_have_url(f"{live_server.url}/chat/kitchen/")
+    expect(page.locator('#chat-status[data-state="open"]')).to_be_visible()
+
+    stranger = new_page()
+    stranger.goto(live_server.url + "/chat/kitchen/")
+    expect(stranger.locator("#join-notice")).to_have_text(
+        "Choose a nickname to join kitchen."
+    )
+    assert stranger.evaluate("document.documentElement.scrollWidth <= innerWidth"), (
+        "the page scrolls sideways"
+    )
