@@ -15,3 +15,6 @@ if os.environ.get("STARTER_TEST_CHAT_RATE_LIMIT"):
 if os.environ.get("STARTER_TEST_SQLITE_INIT"):
     options = DATABASES["default"]["OPTIONS"]
     options["init_command"] += os.environ["STARTER_TEST_SQLITE_INIT"]
+# The site's routes plus the test views (tests/urls.py).
+if os.environ.get("STARTER_TEST_URLS"):
+    ROOT_URLCONF = "tests.urls"

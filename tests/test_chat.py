@@ -712,16 +712,35 @@ def database_url(
 
 
 @pytest.fixture
-def site(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
-    """Start runserver processes on *database_url* with tests/server_settings.py
-    and its environment switches; each one is stopped by its PID."""
+def site(
+    database_url: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start runserver processes (or, for a test marked ``servers``, each of
+    them in turn) on *database_url* with tests/server_settings.py and its
+    environment switches; each one is stopped by its PID."""
     started: list[ServerProcess] = []
+    kind = getattr(request, "param", "runserver")
 
     def start(**env: str) -> ServerProcess:
         port = free_port()
-        args = [sys.executable, "manage.py", "runserver", "--noreload"]
+        args = {
+            "runserver": [sys.executable, "manage.py", "runserver", "--noreload"],
+            "uvicorn": [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--log-level",
+                "warning",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+        }[kind]
+        address = [f"127.0.0.1:{port}"] if kind == "runserver" else []
         server = ServerProcess(
-            [*args, f"127.0.0.1:{port}"],
+            [*args, *address],
             port,
             {
                 "DATABASE_URL": database_url,
@@ -737,6 +756,7 @@ def site(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
+@pytest.mark.parametrize("site", ["runserver", "uvicorn"], indirect=True)
 def test_with_atomic_requests_members_see_each_other_and_nothing_is_lost(
     site: Callable[..., ServerProcess],
 ) -> None:
@@ -843,6 +863,7 @@ def stored_ids(base: str, room: str = "lobby") -> list[int]:
 SENDERS, POSTS, READERS = 6, 30, 4
 
 
+@pytest.mark.parametrize("site", ["runserver", "uvicorn"], indirect=True)
 def test_concurrent_senders_leave_no_gap_in_any_readers_stream(
     site: Callable[..., ServerProcess],
 ) -> None:

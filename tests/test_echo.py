@@ -1,15 +1,46 @@
-"""The echo view end to end: the real threaded server, websockets' client."""
+"""The echo view end to end, websockets' client against each kind of server:
+the library's threaded server (in this process) and uvicorn (a process)."""
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, connect
 
 from django_websocket import CloseCode
+from django_websocket.tests.conftest import ServerProcess, free_port
 from tests.conftest import TIMEOUT
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
+
+
+@pytest.fixture(scope="module")
+def uvicorn() -> Iterator[ServerProcess]:
+    """``uvicorn config.asgi:application``, as docs/deploy.md runs it."""
+    port = free_port()
+    server = ServerProcess(
+        [sys.executable, "-m", "uvicorn", "config.asgi:application",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        port,
+        {"DJANGO_SETTINGS_MODULE": "tests.server_settings", "STARTER_TEST_URLS": "1"},
+    )  # fmt: skip
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["threaded", "uvicorn"])
+def ws_connect(request: pytest.FixtureRequest) -> WsConnect:
+    """Open websockets' client on a path of each server in turn."""
+    if request.param == "threaded":
+        base = request.getfixturevalue("live_server").ws_url
+    else:
+        base = request.getfixturevalue("uvicorn").url
+
+    def open_path(path: str) -> AbstractContextManager[ClientConnection]:
+        return connect(base + path, open_timeout=TIMEOUT, close_timeout=TIMEOUT)
+
+    return open_path
 
 
 def test_text_message_comes_straight_back(ws_connect: WsConnect) -> None:
