@@ -16,17 +16,18 @@ from django_websocket.tests.conftest import TIMEOUT
 
 
 @pytest.fixture
-def uvicorn(server_process):
+def server(server_process):
+    """uvicorn, serving the library's test views."""
     return server_process("uvicorn")
 
 
-def test_http_goes_through_django_and_websockets_through_the_same_views(uvicorn):
-    url = f"http://127.0.0.1:{uvicorn.port}/both/"
+def test_http_goes_through_django_and_websockets_through_the_same_views(server):
+    url = f"http://127.0.0.1:{server.port}/both/"
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         assert response.read() == b"plain HTTP"
-    with WebSocketClient(uvicorn.url, "/both/", timeout=TIMEOUT) as both:
+    with WebSocketClient(server.url, "/both/", timeout=TIMEOUT) as both:
         assert both.receive() == "websocket"
-    with WebSocketClient(uvicorn.url, "/echo/", timeout=TIMEOUT) as echo:
+    with WebSocketClient(server.url, "/echo/", timeout=TIMEOUT) as echo:
         for message in ("text", b"\x00binary", "é" * 70_000):
             echo.send(message)
             assert echo.receive() == message
@@ -34,43 +35,41 @@ def test_http_goes_through_django_and_websockets_through_the_same_views(uvicorn)
     assert echo.close_code == CloseCode.NORMAL_CLOSURE
 
 
-def test_refusals_are_http_responses_with_the_reason(uvicorn):
+def test_refusals_are_http_responses_with_the_reason(server):
     with pytest.raises(InvalidStatus) as refused:
-        connect(
-            f"{uvicorn.url}/echo/", origin="https://evil.test", open_timeout=TIMEOUT
-        )
+        connect(f"{server.url}/echo/", origin="https://evil.test", open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403
     assert (
         refused.value.response.body
         == (
-            f"origin https://evil.test does not match http://127.0.0.1:{uvicorn.port}\n"
+            f"origin https://evil.test does not match http://127.0.0.1:{server.port}\n"
         ).encode()
     )
     with pytest.raises(InvalidStatus) as missing:
-        connect(f"{uvicorn.url}/no-such-view/", open_timeout=TIMEOUT)
+        connect(f"{server.url}/no-such-view/", open_timeout=TIMEOUT)
     assert missing.value.response.status_code == 404
 
 
-def test_subprotocols_close_codes_and_limits_are_the_views(uvicorn):
+def test_subprotocols_close_codes_and_limits_are_the_views(server):
     with WebSocketClient(
-        uvicorn.url, "/subprotocols/", subprotocols=["chat.v1", "chat.v2"]
+        server.url, "/subprotocols/", subprotocols=["chat.v1", "chat.v2"]
     ) as chosen:
         assert chosen.subprotocol == "chat.v2"
         assert chosen.receive() == "chat.v2"
-    with WebSocketClient(uvicorn.url, "/close/", timeout=TIMEOUT) as closed:
+    with WebSocketClient(server.url, "/close/", timeout=TIMEOUT) as closed:
         assert closed.expect_close() == 4001
         assert closed.close_reason == "bye"
-    with WebSocketClient(uvicorn.url, "/raises/", timeout=TIMEOUT) as failing:
+    with WebSocketClient(server.url, "/raises/", timeout=TIMEOUT) as failing:
         failing.send("go")
         assert failing.expect_close() == CloseCode.INTERNAL_ERROR
         assert failing.close_reason == "internal server error"
-    with WebSocketClient(uvicorn.url, "/small/", timeout=TIMEOUT) as small:
+    with WebSocketClient(server.url, "/small/", timeout=TIMEOUT) as small:
         small.send("x" * 2048)
         assert small.expect_close() == CloseCode.MESSAGE_TOO_BIG
 
 
-def test_uvicorn_compresses_while_the_view_sends_from_many_threads(uvicorn):
-    with WebSocketClient(uvicorn.url, "/threads/", timeout=TIMEOUT) as client:
+def test_the_view_sends_from_many_threads_and_uvicorn_compresses(server):
+    with WebSocketClient(server.url, "/threads/", timeout=TIMEOUT) as client:
         assert client.connection.protocol.extensions, "no permessage-deflate"
         client.send("go")
         received = [client.receive() for _ in range(50 * 20)]
@@ -81,10 +80,10 @@ def test_uvicorn_compresses_while_the_view_sends_from_many_threads(uvicorn):
     assert by_sender == {str(n): list(range(20)) for n in range(50)}
 
 
-def test_groups_reach_every_member(uvicorn):
+def test_groups_reach_every_member(server):
     with (
-        WebSocketClient(uvicorn.url, "/groups/room/", timeout=TIMEOUT) as ada,
-        WebSocketClient(uvicorn.url, "/groups/room/", timeout=TIMEOUT) as bob,
+        WebSocketClient(server.url, "/groups/room/", timeout=TIMEOUT) as ada,
+        WebSocketClient(server.url, "/groups/room/", timeout=TIMEOUT) as bob,
     ):
         assert ada.receive() == "joined"
         assert bob.receive() == "joined"
