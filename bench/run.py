@@ -237,7 +237,11 @@ class Running:
             pid = queue.pop()
             pids.append(pid)
             for task in Path(f"/proc/{pid}/task").glob("*/children"):
-                queue.extend(int(child) for child in task.read_text().split())
+                try:
+                    children = task.read_text().split()
+                except OSError:  # the thread ended meanwhile
+                    continue
+                queue.extend(int(child) for child in children)
         return pids
 
     def worker(self) -> int:

@@ -42,6 +42,7 @@ from django_websocket.exceptions import CloseCode, ConnectionClosed
 from django_websocket.hub import TimerHandle, get_hub
 from django_websocket.inbox import Inbox, Message
 from django_websocket.outbox import WOULD_BLOCK, Outbox
+from django_websocket.parking import Spot
 
 __all__ = ["Backlog", "Message", "WebSocket"]
 
@@ -120,10 +121,15 @@ class WebSocket:
         # it to drop their membership).
         self._finish_callbacks: list[Callable[[WebSocket], object]] = []
         self._owner = threading.get_ident()
-        # poll() rather than a selectors object: no file descriptor and a
-        # fraction of the memory. None under gevent, which waits on its hub.
-        self._poller = _new_poller(sock)
         self._hub = get_hub()
+        # How the view's thread waits for its socket: through the process's
+        # parking (parking.py: in poll() while few threads do, else parked
+        # and woken by the hub a bounded number at a time); in poll() where
+        # there is no epoll; on gevent's own hub under gevent.
+        self._green = _under_gevent()
+        self._parking = None if self._green else self._hub.parking()
+        self._spot = None if self._parking is None else Spot(sock)
+        self._poller = None if self._green or self._spot else _new_poller(sock)
         self._hub.add(self)
         if ping_interval:
             self._ping_timer = self._hub.call_at(
@@ -144,6 +150,10 @@ class WebSocket:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         released = False
+        # The last read took bytes, so more may be waiting: read on before
+        # waiting again, rather than park between the 64 KiB reads of one
+        # large message.
+        more = False
         self._cooperate()
         while True:
             with self._engine():
@@ -162,12 +172,11 @@ class WebSocket:
                 if not released:
                     _release_database_connections()
                     released = True
-                readable = self._readable(remaining)
+                readable = more or self._readable(remaining)
             finally:
                 with self._engine():
                     self._reading = False
-                    if readable:
-                        self._pump()
+                    more = readable and self._pump() and self._spot is not None
 
     @overload
     def read(self) -> Message | None: ...
@@ -410,14 +419,20 @@ class WebSocket:
     def _readable(self, timeout: float | None) -> bool:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
+        if self._parking is not None and self._spot is not None:
+            woken = self._parking.wait(self._spot, timeout)
+            if woken is not None:
+                return woken
+            # Another thread waits on this connection: poll beside it.
+            return _poll(_new_poller(self.socket), timeout)
         if self._poller is None:
             return _gevent_wait_readable(self.socket, timeout)
-        return bool(self._poller.poll(None if timeout is None else timeout * 1000))
+        return _poll(self._poller, timeout)
 
     def _cooperate(self) -> None:
         """Under gevent, let other greenlets run after every RECV_SIZE bytes
         read, so that a flooding client cannot hold the worker."""
-        if self._unyielded >= RECV_SIZE and self._poller is None:
+        if self._unyielded >= RECV_SIZE and self._green:
             self._unyielded = 0
             _gevent_yield()
 
@@ -431,30 +446,32 @@ class WebSocket:
                 self._protocol.receive_data(buffered)
                 self._handle_frames()
 
-    def _pump(self) -> None:
+    def _pump(self) -> bool:
         """Take in at most RECV_SIZE bytes, without blocking; nothing while
-        the view has max_queue messages unread, unless closing."""
+        the view has max_queue messages unread, unless closing. Returns
+        True if bytes were taken."""
         if self._protocol.state is State.CLOSED:
-            return
+            return False
         if self._inbox.full:
             if self._protocol.state is State.OPEN:
-                return  # paused until the view reads
+                return False  # paused until the view reads
             # Closing: read on for the client's close frame, and drop what
             # comes before it.
             self._inbox.discarding = True
         try:
             data = self.socket.recv(RECV_SIZE)
         except WOULD_BLOCK:
-            return
+            return False
         except OSError:
             data = b""
         if data:
             self._unyielded += len(data)
             self._protocol.receive_data(data)
             self._handle_frames()
-        else:
-            self._protocol.receive_eof()
-            self._outbox.notify()
+            return True
+        self._protocol.receive_eof()
+        self._outbox.notify()
+        return False
 
     def _handle_frames(self) -> None:
         failed = False
@@ -579,6 +596,8 @@ class WebSocket:
             if self._protocol.state is not State.CLOSED:
                 self._protocol.receive_eof()
         self._outbox.notify()
+        if self._parking is not None and self._spot is not None:
+            self._parking.leave(self._spot)  # before the server closes it
         with contextlib.suppress(OSError):
             self.socket.shutdown(socket.SHUT_RDWR)
         if self._poller is not None:
@@ -617,12 +636,14 @@ def _release_database_connections() -> None:
             connection.close_if_unusable_or_obsolete()
 
 
-def _new_poller(sock: socket.socket) -> select.poll | None:
-    if _under_gevent():
-        return None
+def _new_poller(sock: socket.socket) -> select.poll:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return poller
+
+
+def _poll(poller: select.poll, timeout: float | None) -> bool:
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def _under_gevent() -> bool:

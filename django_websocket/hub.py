@@ -2,9 +2,11 @@
 
 The hub keeps the registry of open connections (so that ``close_all()`` can
 send 1001 to each on shutdown), drains the outbound buffers of clients that
-read slower than the server writes, and runs the timers: keepalive pings and
-the deadline of each closing handshake. Views never wait on the hub; they
-read their own socket. Under gevent the hub is a greenlet like any thread.
+read slower than the server writes, runs the timers (keepalive pings and the
+deadline of each closing handshake) and watches the sockets of parked view
+threads, waking a bounded number at a time (``parking.py``). Views never
+wait on the hub for anything else; they read their own socket. Under gevent
+the hub is a greenlet like any thread, and views wait on gevent's own hub.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from django_websocket.parking import Parking, supported
 
 if TYPE_CHECKING:
     from django_websocket.connection import WebSocket
@@ -61,6 +65,8 @@ class Hub:
         self._wakeup_send.setblocking(False)
         self._selector.register(self._wakeup_recv, selectors.EVENT_READ)
         self._thread: threading.Thread | None = None
+        # Created on first use, by a thread (never under gevent).
+        self._parking: Parking | None = None
 
     def connections(self) -> list[WebSocket]:
         """Return a snapshot of the open connections."""
@@ -124,6 +130,19 @@ class Hub:
             self._wake()
         return handle
 
+    def parking(self) -> Parking | None:
+        """Return this process's parking for view threads, or None where
+        epoll is missing (then views wait in ``poll()``)."""
+        if self._parking is None and supported():
+            with self._lock:
+                if self._parking is None:
+                    parking = Parking()
+                    self._selector.register(parking, selectors.EVENT_READ, parking)
+                    self._parking = parking
+                    self._start()
+            self._wake()  # the hub's next select() watches it
+        return self._parking
+
     def _unregister(self, connection: WebSocket) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(connection.socket)
@@ -135,17 +154,22 @@ class Hub:
     def _run(self) -> None:
         while True:
             with self._lock:
-                timeout = (
-                    max(0.0, self._timers[0][0] - time.monotonic())
-                    if self._timers
-                    else None
-                )
+                due = self._timers[0][0] if self._timers else None
+            parking = self._parking
+            lease = parking.deadline() if parking is not None else None
+            if lease is not None and (due is None or lease < due):
+                due = lease
+            timeout = None if due is None else max(0.0, due - time.monotonic())
             for key, _ in self._selector.select(timeout):
                 if key.data is None:
                     self._drain_wakeups()
+                elif isinstance(key.data, Parking):
+                    key.data.on_ready()
                 else:
                     key.data.on_writable()
             self._fire_timers()
+            if parking is not None:
+                parking.expire(time.monotonic())
 
     def _drain_wakeups(self) -> None:
         try:
