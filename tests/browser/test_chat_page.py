@@ -438,12 +438,12 @@ def test_typing_shows_on_the_other_page_until_the_message_comes(
 ) -> None:
     ada = open_room("ada", "tea")
     bob = open_room("bob", "tea")
-    ada.locator("#chat-input").press_sequentially("hel")
+    ada.locator("#chat-input").press_sequentially("good")
     expect(bob.locator("#chat-typing")).to_have_text("ada is typing…")
     expect(ada.locator("#chat-typing")).to_have_text("")
-    ada.locator("#chat-input").press_sequentially("lo")
+    ada.locator("#chat-input").press_sequentially(" day")
     ada.press("#chat-input", "Enter")
-    expect(bob.locator("#chat-messages .text")).to_have_text(["hello"])
+    expect(bob.locator("#chat-messages .text")).to_have_text(["good day"])
     expect(bob.locator("#chat-typing")).to_have_text("")
 
 
