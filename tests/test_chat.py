@@ -1295,3 +1295,18 @@ def test_log_in_then_chat_as_the_user_then_log_out(
     assert 'id="logout-form"' in html
     assert client.post("/accounts/logout/").status_code == 302
     assert 'id="login-link"' in client.get("/chat/").content.decode()
+
+
+def test_the_author_key_names_the_visitor_not_the_nickname(
+    base: str, room: Room
+) -> None:
+    with join(base, "tea", "ada") as ada:
+        history(ada)
+        first = say(ada, "one")
+        second = say(ada, "two")
+    with join(base, "tea", "bob") as bob:
+        history(bob)
+        other = say(bob, "three")
+    assert re.fullmatch("[0-9a-f]{16}", first["by"])
+    assert first["by"] == second["by"]  # one visitor (here: one address)...
+    assert other["by"] == first["by"]  # ...whatever the nickname

@@ -26,6 +26,10 @@ class Message(models.Model):
     # The author was a logged-in user (author is their username), not a
     # nickname anyone could have picked.
     verified = models.BooleanField(default=False)
+    # Who posted it, as rooms.author_key() names the visitor (a keyed hash
+    # of their user, session or address): the page tells its own messages
+    # by it, not by a nickname someone else may take later.
+    author_key = models.CharField(max_length=16, blank=True, default="")
     text = models.TextField(max_length=2000)
     created_at = models.DateTimeField(default=timezone.now)
 

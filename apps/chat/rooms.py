@@ -29,6 +29,7 @@ from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 
 from apps import ratelimit
 from apps.chat.models import Message, Room
@@ -237,6 +238,7 @@ def message_event(message: Message) -> dict[str, Any]:
         "room": message.room.name,
         "user": message.author,
         "verified": message.verified,
+        "by": message.author_key,
         "text": message.text,
         "ts": message.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -296,10 +298,16 @@ def check_event(data: str | bytes) -> dict[str, Any]:
 
 
 def handle(
-    websocket: WebSocket, room: Room, user: str, verified: bool, event: dict[str, Any]
+    websocket: WebSocket,
+    room: Room,
+    user: str,
+    verified: bool,
+    event: dict[str, Any],
+    key: str = "",
 ) -> None:
     """Answer one event from ``parse_event()``; *verified* says that *user*
-    is a logged-in user's username, not a nickname."""
+    is a logged-in user's username, not a nickname; *key* is the author's
+    ``author_key()``."""
     if event["type"] == "presence":
         presence_snapshot(websocket, room)
     elif event["type"] == "typing":
@@ -309,7 +317,7 @@ def handle(
     elif event["type"] == "older":
         send_event(websocket, "older", **older(room, event["before"]))
     else:
-        post(websocket, room, user, event["text"], verified=verified)
+        post(websocket, room, user, event["text"], verified=verified, key=key)
 
 
 # Messages.
@@ -351,7 +359,13 @@ def older(room: Room, before: int) -> dict[str, Any]:
 
 
 def post(
-    websocket: WebSocket, room: Room, author: str, text: str, *, verified: bool
+    websocket: WebSocket,
+    room: Room,
+    author: str,
+    text: str,
+    *,
+    verified: bool,
+    key: str = "",
 ) -> None:
     """Store a message, then publish it to everyone in the room, its author
     included.
@@ -366,7 +380,7 @@ def post(
         # search index): stored whole, or not at all and the author is told.
         with transaction.atomic():
             message = Message.objects.create(
-                room=room, author=author, text=text, verified=verified
+                room=room, author=author, text=text, verified=verified, author_key=key
             )
     except DatabaseError as error:
         logger.error("Message from %s in %s not stored: %s", author, room.name, error)
@@ -635,6 +649,21 @@ def on_message_deleted(sender: object, instance: Message, **kwargs: Any) -> None
 # Nicknames are unique in a room while their holder is connected.
 
 
+def author_key(request: HttpRequest) -> str:
+    """The visitor behind a request, as 16 hex digits: a keyed hash of their
+    user, else their session, else their address. The same visitor has the
+    same key on the room page and its socket; nobody can derive another's."""
+    user = request.user
+    session = getattr(request, "session", None)
+    if user.is_authenticated:
+        holder = f"user:{user.pk}"
+    elif session is not None and session.session_key:
+        holder = f"session:{session.session_key}"
+    else:
+        holder = ratelimit.client_keys(request)[0]
+    return salted_hmac("apps.chat.author_key", holder).hexdigest()[:16]
+
+
 def claim_nickname(
     websocket: WebSocket, room: Room, request: HttpRequest, user: str
 ) -> None:
@@ -651,12 +680,7 @@ def claim_nickname(
         return
     holders = f"{group_name(room)}:nicknames"
     folded = skeleton(user)
-    session = getattr(request, "session", None)
-    mine = (
-        f"session:{session.session_key}"
-        if session is not None and session.session_key
-        else ratelimit.client_keys(request)[0]
-    )
+    mine = author_key(request)
     for entry in groups.presence(holders):
         name, _, holder = entry.partition(" ")
         if name == folded and holder != mine:

@@ -48,7 +48,12 @@ def room(request: HttpRequest, name: str) -> HttpResponse:
     user = rooms.identity(request)
     if user is None:
         return redirect(reverse("chat:index") + "?" + urlencode({"room": room.name}))
-    context = {"room": room, "user": user, "socket_view": socket}
+    context = {
+        "room": room,
+        "user": user,
+        "author_key": rooms.author_key(request),
+        "socket_view": socket,
+    }
     return render(request, "chat/room.html", context)
 
 
@@ -72,6 +77,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
     rooms.send_event(websocket, "history", **rooms.history(room, after))
     limit = rooms.RateLimit(request, user)
     verified = request.user.is_authenticated
+    key = rooms.author_key(request)
     groups.track(websocket, group, user)  # in the room's presence until it closes
     try:
         rooms.presence_snapshot(websocket, room)
@@ -81,7 +87,7 @@ def socket(request: WebSocketRequest, name: str) -> None:
                 event = rooms.parse_event(data, limit)
                 if event["type"] == "typing" and limit.typing():
                     rooms.relay_typing(room, user)
-                rooms.handle(websocket, room, user, verified, event)
+                rooms.handle(websocket, room, user, verified, event, key)
             except rooms.ChatError as error:
                 rooms.send_event(
                     websocket, "error", message=str(error), stored=error.stored

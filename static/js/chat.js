@@ -28,6 +28,10 @@ const DEFAULT_COOLDOWN_S = 5; // when a "slow down" says not how long
 
 const root = document.getElementById("chat");
 const me = root.dataset.user;
+// Who posted a message: the server's key for this visitor, never the name
+// alone (someone else may take the nickname once its holder has left).
+const myKey = root.dataset.authorKey;
+const mine = (message) => (message.by ? message.by === myKey : message.user === me);
 const scroller = document.getElementById("chat-log");
 const list = document.getElementById("chat-messages");
 const olderButton = document.getElementById("chat-older");
@@ -108,7 +112,7 @@ function messageItem(message) {
   }
   meta.push(timeElement(message.ts, { class: "ts" }));
   const attrs = { "data-id": String(message.id), "data-day": new Date(message.ts).toDateString() };
-  return el("li", { class: message.user === me ? "message own" : "message", attrs }, [
+  return el("li", { class: mine(message) ? "message own" : "message", attrs }, [
     el("span", { class: "chat-meta" }, meta),
     el("span", { class: "text", text: message.text }),
   ]);
@@ -168,7 +172,7 @@ function show(messages) {
   for (const message of messages) {
     if (!insert(message, { older: false })) continue;
     added += 1;
-    if (message.user === me) {
+    if (mine(message)) {
       sentHere = settle(message) || sentHere;
     } else {
       fromOthers += 1;

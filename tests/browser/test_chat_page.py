@@ -89,6 +89,9 @@ def open_room(join_room: OpenRoom) -> OpenRoom:
 
 
 def send(page: Page, text: str) -> None:
+    """Post as a person does: once Send is enabled again, which it is not
+    while the previous post waits for its answer."""
+    expect(page.locator("#chat-send")).to_be_enabled()
     page.fill("#chat-input", text)
     page.press("#chat-input", "Enter")
 
@@ -555,4 +558,25 @@ def test_an_unknown_room_offers_to_create_it_and_a_room_link_says_why_it_asks(
     )
     assert stranger.evaluate("document.documentElement.scrollWidth <= innerWidth"), (
         "the page scrolls sideways"
+    )
+
+
+def test_own_messages_are_the_visitors_not_the_nicknames(
+    open_room: OpenRoom, new_page: Callable[[], Page], live_server: LiveServer
+) -> None:
+    """Someone who takes a nickname once its holder has left does not post
+    as them: the page tells its own messages by the server's key for it."""
+    first = open_room("bob", "tea")
+    send(first, "from the first bob")
+    expect(first.locator("#chat-messages li.own .text")).to_have_text(
+        ["from the first bob"]
+    )
+    first.context.close()
+    second = open_room("bob", "tea")
+    send(second, "from the second bob")
+    expect(second.locator("#chat-messages li.own .text")).to_have_text(
+        ["from the second bob"]
+    )
+    expect(second.locator("#chat-messages li:not(.own) .text")).to_have_text(
+        ["from the first bob"]
     )
