@@ -33,6 +33,24 @@ def two_servers(server_process, redis_server):
     )
 
 
+def test_a_runserver_and_a_uvicorn_share_groups_through_redis(
+    server_process, redis_server
+):
+    env = {"REDIS_URL": redis_server.url}
+    wsgi = server_process("runserver", "--noreload", env=env)
+    asgi = server_process("uvicorn", env=env)
+    with (
+        WebSocketClient(wsgi.url, "/groups/room/", timeout=TIMEOUT) as ada,
+        WebSocketClient(asgi.url, "/groups/room/", timeout=TIMEOUT) as bob,
+    ):
+        assert ada.receive() == "joined"
+        assert bob.receive() == "joined"
+        ada.send("from WSGI")
+        assert bob.receive() == "from WSGI"
+        bob.send("from ASGI")
+        assert _drain_until(ada, "from ASGI")
+
+
 def test_members_on_two_processes_receive_each_others_messages(two_servers):
     first, second = two_servers
     with (
