@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_websocket.hub import Hub
+from django_websocket import CloseCode
+from django_websocket.hub import Hub, get_hub
 from django_websocket.parking import Parking, Spot, supported
 from django_websocket.tests.conftest import TIMEOUT
 
@@ -163,3 +164,35 @@ def test_a_second_thread_waiting_on_the_same_connection_is_told_to_wait_elsewher
     first.join(TIMEOUT)
     assert results == [True]
     parking.leave(spot)
+
+
+@pytest.fixture
+def parked() -> Iterator[None]:
+    """Every view thread of this process parks (none waits in poll())."""
+    parking = get_hub().parking()
+    assert parking is not None
+    limit, parking._polling_limit = parking._polling_limit, 0
+    yield
+    parking._polling_limit = limit
+
+
+@pytest.mark.urls("django_websocket.tests.urls")
+def test_a_parked_view_echoes_text_binary_and_a_mebibyte_message(parked, ws):
+    message = bytes(range(256)) * 4096
+    with ws("/echo/") as client:
+        client.send("héllo")
+        assert client.receive() == "héllo"
+        client.send(b"\x00\xff")
+        assert client.receive() == b"\x00\xff"
+        client.send(message)
+        assert client.receive() == message
+        client.send(["frag", "men", "ted"])
+        assert client.receive() == "fragmented"
+
+
+@pytest.mark.urls("django_websocket.tests.urls")
+def test_a_parked_view_sees_the_client_close(parked, ws, observed):
+    with ws("/wait/") as client:
+        client.send("first")
+        client.close(CloseCode.GOING_AWAY, "leaving")
+    assert observed() == ("waited", "first", None, CloseCode.GOING_AWAY)
