@@ -164,7 +164,12 @@ class Hub:
                 if key.data is None:
                     self._drain_wakeups()
                 elif isinstance(key.data, Parking):
-                    key.data.on_ready()
+                    try:
+                        key.data.on_ready()
+                    except Exception:
+                        # The hub must outlive any bug here: it runs every
+                        # timer and wakes every parked thread.
+                        logger.exception("Waking parked view threads failed")
                 else:
                     key.data.on_writable()
             self._fire_timers()

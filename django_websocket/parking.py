@@ -25,6 +25,7 @@ Linux only (epoll); elsewhere, and under gevent, views wait in ``poll()``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import select
 import socket
 import threading
@@ -56,7 +57,17 @@ def supported() -> bool:
 class Spot:
     """One connection's place in the parking: its socket and its thread's lock."""
 
-    __slots__ = ("fd", "lock", "parked", "poller", "polling", "ready", "registered")
+    __slots__ = (
+        "fd",
+        "left",
+        "lock",
+        "parked",
+        "poller",
+        "polling",
+        "ready",
+        "registered",
+        "waiting",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.fd = sock.fileno()
@@ -67,6 +78,8 @@ class Spot:
         self.lock = threading.Lock()
         self.lock.acquire()
         # Guarded by the parking's lock:
+        self.waiting = False  # a thread is in wait(), from entry to return
+        self.left = False  # the connection is done: no parking any more
         self.parked = False  # a thread waits on lock
         self.polling = False  # a thread waits in poller
         self.ready = False  # in the queue of readable spots
@@ -110,8 +123,11 @@ class Parking:
             (the caller must wait some other way).
         """
         with self._lock:
-            if spot.parked or spot.polling:
+            # One waiter per spot, for the whole of its wait: a thread just
+            # woken (parked no longer set) may not have taken its lock yet.
+            if spot.waiting or spot.left:
                 return None
+            spot.waiting = True
             self._running.pop(spot, None)
             polling = self._polling < self._polling_limit
             if polling:
@@ -121,19 +137,23 @@ class Parking:
                 spot.parked = True
                 try:
                     self._arm(spot)
-                except OSError:
-                    spot.parked = False
+                except OSError as error:
+                    spot.parked = spot.waiting = False
                     self._dispatch()
-                    return True  # a closed socket reads as EOF
+                    if error.errno == errno.EBADF:
+                        return True  # a closed socket reads as EOF
+                    return None  # no room in epoll: wait in poll() instead
             self._dispatch()
-        if polling:
-            try:
+        try:
+            if polling:
                 return self._poll(spot, timeout)
-            finally:
-                with self._lock:
+            return self._park(spot, timeout)
+        finally:
+            with self._lock:
+                spot.waiting = False
+                if polling:
                     self._polling -= 1
                     spot.polling = False
-        return self._park(spot, timeout)
 
     def _poll(self, spot: Spot, timeout: float | None) -> bool:
         if spot.poller is None:
@@ -164,10 +184,18 @@ class Parking:
         return True
 
     def leave(self, spot: Spot) -> None:
-        """Forget *spot* (its connection is done), giving up its place;
-        call before the socket is closed."""
+        """Forget *spot* (its connection is done), giving up its place and
+        waking a thread parked on it (it finds the socket shut down); call
+        before the socket is closed. Later waits on it poll the socket."""
         with self._lock:
+            spot.left = True
             self._running.pop(spot, None)
+            if spot.parked:
+                spot.parked = False
+                if spot.ready:
+                    spot.ready = False
+                    self._queue.remove(spot)
+                spot.lock.release()
             if spot.registered:
                 spot.registered = False
                 if self._spots.get(spot.fd) is spot:
