@@ -182,9 +182,14 @@ class ThreadedWebSocketWSGIServer(basehttp.ThreadedWSGIServer):
         thread.start()
 
     def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.pop(request, None)
-        super().shutdown_request(request)
+        # Forgotten only once the thread has closed its database
+        # connections (in close_request), so close_connections() waits for
+        # that too: after it, the test database is no longer shared.
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
 
     def close_connections(self, timeout: float) -> None:
         """Disconnect every open connection and wait for their threads."""
