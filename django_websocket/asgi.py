@@ -128,7 +128,6 @@ class _Bridge:
         self.protocol = ClientProtocol(
             parse_uri("ws://bridge/"), state=State.OPEN, max_size=None
         )
-        self.accepted = False
         self.closed_by_client = False
         self.response: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]]
 
@@ -146,7 +145,6 @@ class _Bridge:
                 await self._refuse(*await self.response)
                 return
             await self.send({"type": "websocket.accept", "subprotocol": head or None})
-            self.accepted = True
             client = asyncio.ensure_future(self._from_client())
             try:
                 await self._to_client()

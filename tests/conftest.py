@@ -3,6 +3,8 @@
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -61,6 +63,16 @@ def ws_connect(
         )
 
     return open_path
+
+
+def join_request_threads(timeout: float) -> None:
+    """Wait, at most *timeout* seconds, for the live server's request threads
+    (each of Chromium's connections ends in one) to end, so that none still
+    uses the in-memory test database when the live server stops sharing it."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.endswith("(process_request_thread)"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture(scope="session")

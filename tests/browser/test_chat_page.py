@@ -2,7 +2,6 @@
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -17,7 +16,7 @@ from websockets.sync.client import connect
 from apps.chat.models import Message, Room
 from django_websocket import CloseCode, close_all
 from django_websocket.testing import LiveServer
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, join_request_threads
 
 OpenRoom = Callable[[str, str], Page]
 
@@ -51,10 +50,7 @@ def new_page(
     # Each of Chromium's connections ends in a request thread of the server,
     # which then closes its database connection: the in-memory test database
     # that the live server stops sharing when it stops.
-    deadline = time.monotonic() + TIMEOUT
-    for thread in threading.enumerate():
-        if thread.name.endswith("(process_request_thread)"):
-            thread.join(max(0.0, deadline - time.monotonic()))
+    join_request_threads(TIMEOUT)
 
 
 @pytest.fixture

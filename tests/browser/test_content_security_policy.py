@@ -2,7 +2,6 @@
 loads, its socket connects and works (connect-src 'self' covers ws: to the
 same host), and the browser reports no violation."""
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 from django_websocket.testing import LiveServer
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, join_request_threads
 from tests.search_api import SearchApi, pollers_stopped
 
 # Chromium reports every blocked load or inline run on the console, and
@@ -39,10 +38,7 @@ def page(page: Page, live_server: LiveServer) -> Iterator[Page]:
     page.add_init_script(REPORT_VIOLATIONS)
     yield page
     page.context.close()
-    deadline = time.monotonic() + TIMEOUT
-    for thread in threading.enumerate():
-        if thread.name.endswith("(process_request_thread)"):
-            thread.join(max(0.0, deadline - time.monotonic()))
+    join_request_threads(TIMEOUT)
 
 
 @pytest.fixture

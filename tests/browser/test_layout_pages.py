@@ -2,8 +2,6 @@
 screen, the controls on it, the main input focused, the favicon served."""
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from playwright.sync_api import Page, expect
 
 from django_websocket.testing import LiveServer
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, join_request_threads
 from tests.search_api import pollers_stopped
 
 PHONE = {"width": 390, "height": 844}
@@ -47,10 +45,7 @@ def page(page: Page, live_server: LiveServer) -> Iterator[Page]:
     test_livesearch_page.py for the race this avoids)."""
     yield page
     page.context.close()
-    deadline = time.monotonic() + TIMEOUT
-    for thread in threading.enumerate():
-        if thread.name.endswith("(process_request_thread)"):
-            thread.join(max(0.0, deadline - time.monotonic()))
+    join_request_threads(TIMEOUT)
 
 
 def paths() -> list[str]:
