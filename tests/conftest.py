@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -14,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.sync.client import ClientConnection, connect
 
 from django_websocket.testing import LiveServer
+from django_websocket.tests.conftest import ServerProcess, free_port
 
 # One unit for every wait; raise it on a slow machine.
 TIMEOUT = float(os.environ.get("STARTER_TEST_TIMEOUT", "5"))
@@ -49,6 +51,18 @@ def live_server(transactional_db: None) -> Iterator[LiveServer]:
     """The library's threaded server on 127.0.0.1, a free port, static files on."""
     with LiveServer(host="127.0.0.1", port=0, static=True) as server:
         yield server
+
+
+def start_uvicorn(env: dict[str, str]) -> ServerProcess:
+    """``uvicorn config.asgi:application`` on a free port of 127.0.0.1, as
+    docs/deploy.md runs it, with *env* added to the environment."""
+    port = free_port()
+    return ServerProcess(
+        [sys.executable, "-m", "uvicorn", "config.asgi:application",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        port,
+        env,
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The project's settings, with what the tests of server processes vary
 taken from the environment."""
 
+import json
 import os
 
 from config.settings import *  # noqa: F403
@@ -18,3 +19,7 @@ if os.environ.get("STARTER_TEST_SQLITE_INIT"):
 # The site's routes plus the test views (tests/urls.py).
 if os.environ.get("STARTER_TEST_URLS"):
     ROOT_URLCONF = "tests.urls"
+# LIVESEARCH_* settings as a JSON object, e.g. pointing the sources at a
+# stand-in (tests/search_api.py).
+if os.environ.get("STARTER_TEST_LIVESEARCH"):
+    globals().update(json.loads(os.environ["STARTER_TEST_LIVESEARCH"]))

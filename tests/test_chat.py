@@ -33,7 +33,7 @@ from apps.chat.models import Message, Room
 from apps.chat.rooms import JoinCloseCode
 from django_websocket.testing import LiveServer
 from django_websocket.tests.conftest import RedisServer, ServerProcess, free_port
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, start_uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
@@ -715,39 +715,28 @@ def database_url(
 def site(
     database_url: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ServerProcess]]:
-    """Start runserver processes (or, for a test marked ``servers``, each of
-    them in turn) on *database_url* with tests/server_settings.py and its
-    environment switches; each one is stopped by its PID."""
+    """Start runserver processes (uvicorn ones for a test that parametrizes
+    ``site`` indirectly) on *database_url* with tests/server_settings.py and
+    its environment switches; each one is stopped by its PID."""
     started: list[ServerProcess] = []
     kind = getattr(request, "param", "runserver")
 
     def start(**env: str) -> ServerProcess:
-        port = free_port()
-        args = {
-            "runserver": [sys.executable, "manage.py", "runserver", "--noreload"],
-            "uvicorn": [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--log-level",
-                "warning",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-        }[kind]
-        address = [f"127.0.0.1:{port}"] if kind == "runserver" else []
-        server = ServerProcess(
-            [*args, *address],
-            port,
-            {
-                "DATABASE_URL": database_url,
-                "DJANGO_SETTINGS_MODULE": "tests.server_settings",
-                **env,
-            },
-        )
+        env = {
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+            **env,
+        }
+        if kind == "uvicorn":
+            server = start_uvicorn(env)
+        else:
+            port = free_port()
+            server = ServerProcess(
+                [sys.executable, "manage.py", "runserver", "--noreload",
+                 f"127.0.0.1:{port}"],
+                port,
+                env,
+            )  # fmt: skip
         started.append(server)
         return server
 

@@ -1,7 +1,6 @@
 """The echo view end to end, websockets' client against each kind of server:
 the library's threaded server (in this process) and uvicorn (a process)."""
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
@@ -9,8 +8,8 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from django_websocket import CloseCode
-from django_websocket.tests.conftest import ServerProcess, free_port
-from tests.conftest import TIMEOUT
+from django_websocket.tests.conftest import ServerProcess
+from tests.conftest import TIMEOUT, start_uvicorn
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
 
@@ -18,13 +17,9 @@ WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
 @pytest.fixture(scope="module")
 def uvicorn() -> Iterator[ServerProcess]:
     """``uvicorn config.asgi:application``, as docs/deploy.md runs it."""
-    port = free_port()
-    server = ServerProcess(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        port,
-        {"DJANGO_SETTINGS_MODULE": "tests.server_settings", "STARTER_TEST_URLS": "1"},
-    )  # fmt: skip
+    server = start_uvicorn(
+        {"DJANGO_SETTINGS_MODULE": "tests.server_settings", "STARTER_TEST_URLS": "1"}
+    )
     yield server
     server.stop()
 

@@ -20,12 +20,12 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 from markupsafe import escape
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, connect
 
 from apps.livesearch import index, pusher, views
 from apps.livesearch.conf import DEFAULTS
 from apps.livesearch.sources import LocalSource
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, start_uvicorn
 from tests.search_api import SearchApi, livesearch_threads, pollers_stopped
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
@@ -54,19 +54,59 @@ def _counts_cleared() -> Iterator[None]:
     cache.clear()
 
 
-@pytest.fixture
-def api(settings: Any, search_api: SearchApi) -> SearchApi:
-    """The fake APIs, with LIVESEARCH_* settings pointing the sources at them.
+def livesearch_settings(api: SearchApi) -> dict[str, Any]:
+    """The LIVESEARCH_* settings of these tests, the sources pointing at *api*.
 
     Every test client comes from 127.0.0.1, so the rate limit is out of the
     way unless a test sets it.
     """
-    settings.LIVESEARCH_INTERVAL = INTERVAL
-    settings.LIVESEARCH_MAX_BACKOFF = MAX_BACKOFF
-    settings.LIVESEARCH_REQUEST_DEADLINE = DEADLINE
-    settings.LIVESEARCH_RATE_LIMIT = (100_000, 60.0)
-    settings.LIVESEARCH_SOURCES = search_api.sources(timeout=SOURCE_TIMEOUT)
+    return {
+        "LIVESEARCH_INTERVAL": INTERVAL,
+        "LIVESEARCH_MAX_BACKOFF": MAX_BACKOFF,
+        "LIVESEARCH_REQUEST_DEADLINE": DEADLINE,
+        "LIVESEARCH_RATE_LIMIT": (100_000, 60.0),
+        "LIVESEARCH_SOURCES": api.sources(timeout=SOURCE_TIMEOUT),
+    }
+
+
+@pytest.fixture
+def api(settings: Any, search_api: SearchApi) -> SearchApi:
+    """The fake APIs, with the live server's settings pointing at them."""
+    for name, value in livesearch_settings(search_api).items():
+        setattr(settings, name, value)
     return search_api
+
+
+@pytest.fixture
+def ws_connect(
+    request: pytest.FixtureRequest,
+    api: SearchApi,
+    transactional_db: None,
+    tmp_path: Path,
+) -> Iterator[WsConnect]:
+    """websockets' client on a path of the library's threaded server in this
+    process or, for a test that parametrizes ``ws_connect`` indirectly with
+    "uvicorn", of ``uvicorn config.asgi:application`` started with the same
+    settings (which the test then cannot change)."""
+    server = None
+    if getattr(request, "param", "threaded") == "threaded":
+        base = request.getfixturevalue("live_server").ws_url
+    else:
+        server = start_uvicorn(
+            {
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+                "STARTER_TEST_LIVESEARCH": json.dumps(livesearch_settings(api)),
+            }
+        )
+        base = server.url
+
+    def open_path(path: str) -> AbstractContextManager[ClientConnection]:
+        return connect(base + path, open_timeout=TIMEOUT, close_timeout=TIMEOUT)
+
+    yield open_path
+    if server is not None:
+        server.stop()
 
 
 def search(ws: ClientConnection, query: str, source: str = "hn") -> None:
@@ -137,6 +177,7 @@ def host(api: SearchApi) -> str:
 # Pushes
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_first_push_comes_at_once_with_at_most_ten_results(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -163,6 +204,7 @@ def test_first_push_comes_at_once_with_at_most_ten_results(
     }
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_later_pushes_come_every_interval_marking_what_is_new(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -180,6 +222,7 @@ def test_later_pushes_come_every_interval_marking_what_is_new(
     assert api.count("django") == 3
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_hacker_news_text_posts_link_to_their_discussion(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -234,6 +277,7 @@ def test_searxng_results_come_from_the_instance_json(
 # Shared polling
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_fifty_followers_of_one_query_cost_one_request_per_interval(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -267,6 +311,7 @@ def test_two_queries_are_polled_separately(
     assert api.count("beta") in {2, 3}
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_a_newcomer_gets_the_latest_push_at_once(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -351,6 +396,7 @@ def poll_error(message: str, detail: str, next_poll_in: float) -> dict[str, Any]
     }
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 @pytest.mark.parametrize(
     ("failure", "message", "detail", "delay"),
     [
@@ -401,6 +447,7 @@ def test_upstream_failure_is_reported_then_retried_until_it_heals(
     assert healed.at - failed.at >= delay * SLACK
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_a_newcomer_gets_the_latest_error_at_once(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -698,6 +745,7 @@ def test_a_bad_search_is_refused_with_an_error_event(
         assert receive_results(ws)["query"] == "django"
 
 
+@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
 def test_a_bad_search_leaves_the_previous_one_running(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
