@@ -6,12 +6,14 @@
 
 Each server runs pinned to CPU 0 and the Node ``ws`` load generator
 (``bench/loadgen``) to CPU 1, so the generator never competes with the
-server; the CPU time each one used is reported beside every figure. The
+server; the CPU time each one used is reported beside every figure. This
+project runs on runserver, gunicorn gthread and gevent, and uvicorn. The
 peers, Django Channels 4 + daphne and Flask-Sock on gunicorn gthread, run
-every scenario; two reference points, Flask-Sock on gunicorn gevent and a bare
-websockets asyncio server (the ceiling of the load generator), run the
-headline ones (``--quick`` leaves them out). All are installed into
-``bench/.venv-peers`` on first use.
+every scenario; the reference points, Channels 4 + uvicorn, Flask-Sock on
+gunicorn gevent, a bare ASGI application on uvicorn (the ceiling of any
+application under uvicorn) and a bare websockets asyncio server (the
+ceiling of the load generator), run the headline ones (``--quick`` leaves
+them out). All are installed into ``bench/.venv-peers`` on first use.
 
 In a full run, the headline echo (32 B, C=100) is measured three times on
 every server, in turns, and each server's median is kept (the three figures
@@ -96,6 +98,16 @@ def servers(port: int, search_api: str = "") -> list[Server]:
         "4096",
     ]
     threads = ["--threads", "6000", "--worker-connections", "10000"]
+    uvicorn = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backlog",
+        "4096",
+        "--log-level",
+        "warning",
+    ]
     return [
         Server(
             "runserver",
@@ -123,6 +135,12 @@ def servers(port: int, search_api: str = "") -> list[Server]:
             env=ours_env,
         ),
         Server(
+            "uvicorn",
+            "this project, uvicorn",
+            [str(VENV / "uvicorn"), *uvicorn, "config.asgi:application"],
+            env=ours_env,
+        ),
+        peer(
             "channels",
             "Channels 4 + daphne",
             [
@@ -133,17 +151,25 @@ def servers(port: int, search_api: str = "") -> list[Server]:
                 str(port),
                 "channels_site.asgi:application",
             ],
-            cwd=BENCH / "peers",
-            peer=True,
         ),
-        Server(
+        peer(
+            "channels-uvicorn",
+            "Channels 4 + uvicorn",
+            [str(PEERS / "uvicorn"), *uvicorn, "channels_site.asgi:application"],
+            reference=True,
+        ),
+        peer(
+            "asgi",
+            "bare ASGI app, uvicorn (no Django)",
+            [str(PEERS / "uvicorn"), *uvicorn, "asgi_app:app"],
+            reference=True,
+        ),
+        peer(
             "flask-gthread",
             "Flask-Sock, gunicorn gthread",
             [*peer_gunicorn, "-k", "gthread", *threads, "flask_app:app"],
-            cwd=BENCH / "peers",
-            peer=True,
         ),
-        Server(
+        peer(
             "flask-gevent",
             "Flask-Sock, gunicorn gevent",
             [
@@ -154,19 +180,22 @@ def servers(port: int, search_api: str = "") -> list[Server]:
                 "10000",
                 "flask_app:app",
             ],
-            cwd=BENCH / "peers",
-            peer=True,
             reference=True,
         ),
-        Server(
+        peer(
             "websockets",
             "websockets asyncio (no Django)",
             [str(PEERS / "python"), "websockets_server.py", str(port)],
-            cwd=BENCH / "peers",
-            peer=True,
             reference=True,
         ),
     ]
+
+
+def peer(name: str, label: str, argv: list[str], *, reference: bool = False) -> Server:
+    """A server the project is compared with, run from ``bench/peers``."""
+    return Server(
+        name, label, argv, cwd=BENCH / "peers", peer=True, reference=reference
+    )
 
 
 def free_port() -> int:
@@ -180,19 +209,19 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
 
 
 def ensure_tools() -> None:
-    if not (PEERS / "python").exists():
+    requirements = BENCH / "requirements-peers.txt"
+    installed = PEERS.parent / "installed-requirements.txt"
+    if not installed.exists() or installed.read_text() != requirements.read_text():
         print("installing the peers into bench/.venv-peers ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS.parent)], check=True)
+        if not (PEERS / "python").exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(PEERS.parent)], check=True
+            )
         subprocess.run(
-            [
-                str(PEERS / "pip"),
-                "install",
-                "-q",
-                "-r",
-                str(BENCH / "requirements-peers.txt"),
-            ],
+            [str(PEERS / "pip"), "install", "-q", "-r", str(requirements)],
             check=True,
         )
+        shutil.copyfile(requirements, installed)
     if not (LOADGEN / "node_modules" / "ws").exists():
         subprocess.run(["npm", "ci", "--silent"], cwd=LOADGEN, check=True)
 

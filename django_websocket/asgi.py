@@ -20,19 +20,16 @@ connection of the process gets 1001, as under gunicorn.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import re
 import signal
 import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from django_websocket.transport import SOCKET_KEY, TAKE_BUFFERED_KEY
 
@@ -44,8 +41,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Bytes relayed per read of the socket pair.
-CHUNK = 64 * 1024
+# Messages from the view waiting for the ASGI server before the bridge stops
+# reading the socket pair.
+QUEUED = 16
+_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # Codes a close frame cannot carry (RFC 6455 section 7.4.1).
 _RESERVED = {1005, 1006, 1015}
 
@@ -116,19 +115,33 @@ def _close_first_on(*signums: int) -> None:
         signal.signal(signum, close_then)
 
 
-class _Bridge:
+class _Bridge(asyncio.Protocol):
     """One WebSocket scope: the view's thread on one end of a socket pair,
-    the ASGI server on the other."""
+    the ASGI server on the other.
+
+    The event loop's end is an asyncio protocol, so a message costs one
+    write and one read of the socket pair, with no reader registered and
+    removed each time. Its frames are the simplest RFC 6455 allows: each
+    client message is one frame masked with a zero key (the view's protocol
+    requires masking; nothing between the two ends needs its secrecy), and
+    the view's unmasked frames are parsed here, pings answered.
+    """
 
     def __init__(self, wsgi: Any, scope: Scope, receive: Receive, send: Send):
         self.wsgi, self.scope, self.receive, self.send = wsgi, scope, receive, send
         self.ours, self.theirs = socket.socketpair()
-        self.ours.setblocking(False)
-        # The view's side of the protocol, spoken as its client would.
-        self.protocol = ClientProtocol(
-            parse_uri("ws://bridge/"), state=State.OPEN, max_size=None
-        )
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.head: asyncio.Future[str | None]
+        # Messages from the view, waiting for the ASGI server to take them.
+        self.outgoing: collections.deque[Message | None] = collections.deque()
+        self.wake: asyncio.Future[None] | None = None
+        self.parts: list[bytes] = []
+        self.opcode = _TEXT
+        self.close_rcvd: tuple[int, str] | None = None
         self.closed_by_client = False
+        self.writable: asyncio.Future[None] | None = None
+        self.reading_paused = False
         self.response: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]]
 
     async def run(self) -> None:
@@ -136,11 +149,13 @@ class _Bridge:
             return
         loop = asyncio.get_running_loop()
         self.response = loop.create_future()
+        self.head = loop.create_future()
+        await loop.connect_accepted_socket(lambda: self, self.ours)
         threading.Thread(
             target=self._serve, args=(loop,), name="django-websocket-asgi", daemon=True
         ).start()
         try:
-            head = await self._read_head()
+            head = await self.head
             if head is None:  # refused: an ordinary HTTP response
                 await self._refuse(*await self.response)
                 return
@@ -153,7 +168,8 @@ class _Bridge:
                 with contextlib.suppress(asyncio.CancelledError):
                     await client
         finally:
-            self.ours.close()
+            if self.transport is not None:
+                self.transport.abort()
 
     # The view's thread.
 
@@ -180,23 +196,123 @@ class _Bridge:
             code, headers = status or (500, [])
             loop.call_soon_threadsafe(_resolve, self.response, (code, headers, body))
 
-    # The event loop's side.
+    # asyncio.Protocol: the event loop's end of the socket pair.
 
-    async def _read_head(self) -> str | None:
-        """Wait for the view's ``101``: its subprotocol (or "" for none);
-        ``None`` if the view answered anything else."""
-        loop = asyncio.get_running_loop()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await loop.sock_recv(self.ours, CHUNK)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        if rest:
-            self.protocol.receive_data(rest)
-        found = re.search(rb"\r\nSec-WebSocket-Protocol: *([^\r]*)", head)
-        return found.group(1).decode() if found else ""
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.head.done():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end])
+            del self.buffer[: end + 4]
+            found = re.search(rb"\r\nSec-WebSocket-Protocol: *([^\r]*)", head)
+            self.head.set_result(found.group(1).decode() if found else "")
+        self._parse()
+        if len(self.outgoing) >= QUEUED and not self.reading_paused:
+            # The ASGI server takes messages slower than the view sends
+            # them: let the socket pair fill, so the view's backlog limits
+            # apply as they do on TCP.
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+        if self.writable is not None:
+            _resolve(self.writable, None)
+
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None:
+            _resolve(self.writable, None)
+            self.writable = None
+
+    def _finish(self) -> None:
+        if not self.head.done():
+            self.head.set_result(None)
+        if not self.outgoing or self.outgoing[-1] is not None:
+            self.outgoing.append(None)  # the view is done
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wake is not None and self.outgoing:
+            _resolve(self.wake, None)
+
+    def _parse(self) -> None:
+        """Take every whole frame of the view out of the buffer."""
+        buffer = self.buffer
+        start = 0
+        while len(buffer) - start >= 2:
+            first, length = buffer[start], buffer[start + 1] & 0x7F
+            offset = start + 2
+            if length == 126:
+                if len(buffer) - offset < 2:
+                    break
+                (length,) = struct.unpack_from("!H", buffer, offset)
+                offset += 2
+            elif length == 127:
+                if len(buffer) - offset < 8:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, offset)
+                offset += 8
+            if len(buffer) - offset < length:
+                break
+            payload = bytes(buffer[offset : offset + length])
+            start = offset + length
+            self._frame(first & 0x80, first & 0x0F, payload)
+        del buffer[:start]
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode == _PING:
+            self._write(_PONG, payload)
+            return
+        if opcode == _CLOSE:
+            if self.close_rcvd is None:
+                code = int.from_bytes(payload[:2]) if len(payload) >= 2 else 1005
+                self.close_rcvd = (code, payload[2:].decode(errors="replace"))
+                if not self.closed_by_client:
+                    self._write(_CLOSE, payload[:2])
+            return
+        if opcode == _CONT:
+            self.parts.append(payload)
+        elif opcode in (_TEXT, _BINARY):
+            self.opcode, self.parts = opcode, [payload]
+        else:
+            return  # a pong
+        if fin:
+            data = payload if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts = []
+            if self.opcode == _TEXT:
+                self.outgoing.append({"type": "websocket.send", "text": data.decode()})
+            else:
+                self.outgoing.append({"type": "websocket.send", "bytes": data})
+
+    def _write(self, opcode: int, payload: bytes) -> None:
+        """Send *payload* to the view as one frame, masked with a zero key."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB4x", 0x80 | opcode, 0x80 | length)
+        elif length < 1 << 16:
+            header = struct.pack("!BBH4x", 0x80 | opcode, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ4x", 0x80 | opcode, 0x80 | 127, length)
+        self.transport.writelines((header, payload))
+
+    # The ASGI server's side.
 
     async def _refuse(
         self, status: int, headers: list[tuple[str, str]], body: bytes
@@ -214,45 +330,29 @@ class _Bridge:
             await self.send({"type": "websocket.close"})
 
     async def _to_client(self) -> None:
-        """Relay the view's frames as ASGI messages until it closes."""
+        """Relay the view's messages to the ASGI server until it closes."""
         loop = asyncio.get_running_loop()
-        parts: list[bytes] = []
-        opcode = Opcode.TEXT
         while True:
-            for frame in self.protocol.events_received():
-                if not isinstance(frame, Frame):
-                    continue
-                if frame.opcode is Opcode.CONT:
-                    parts.append(bytes(frame.data))
-                elif frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-                    opcode, parts = frame.opcode, [bytes(frame.data)]
-                else:
-                    continue  # pings are answered below; the close at the end
-                if frame.fin:
-                    data = b"".join(parts)
-                    message: Message = {"type": "websocket.send"}
-                    if opcode is Opcode.TEXT:
-                        message["text"] = data.decode()
-                    else:
-                        message["bytes"] = data
-                    await self.send(message)
-            await self._flush()
-            if self.protocol.state is State.CLOSED or self.protocol.close_rcvd:
-                break
-            chunk = await loop.sock_recv(self.ours, CHUNK)
-            if not chunk:
-                self.protocol.receive_eof()
-                break
-            self.protocol.receive_data(chunk)
-        await self._flush()
-        if not self.closed_by_client:
-            close = self.protocol.close_rcvd
-            code = 1000 if close is None or close.code in _RESERVED else close.code
-            reason = "" if close is None else close.reason
-            with contextlib.suppress(Exception):
-                await self.send(
-                    {"type": "websocket.close", "code": code, "reason": reason}
-                )
+            while self.outgoing:
+                message = self.outgoing.popleft()
+                if message is None:
+                    return await self._close_client()
+                await self.send(message)
+            if self.reading_paused and self.transport is not None:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.wake = loop.create_future()
+            await self.wake
+            self.wake = None
+
+    async def _close_client(self) -> None:
+        if self.closed_by_client:
+            return
+        code, reason = self.close_rcvd or (1000, "")
+        if code in _RESERVED:
+            code, reason = 1000, ""
+        with contextlib.suppress(Exception):
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     async def _from_client(self) -> None:
         """Relay the client's messages to the view as frames."""
@@ -260,27 +360,21 @@ class _Bridge:
             message = await self.receive()
             if message["type"] == "websocket.receive":
                 if message.get("text") is not None:
-                    self.protocol.send_text(message["text"].encode())
+                    self._write(_TEXT, message["text"].encode())
                 else:
-                    self.protocol.send_binary(message.get("bytes") or b"")
-                await self._flush()
+                    self._write(_BINARY, message.get("bytes") or b"")
+                if self.writable is not None:
+                    await self.writable
             elif message["type"] == "websocket.disconnect":
                 self.closed_by_client = True
-                code = message.get("code", 1005)
-                if self.protocol.state is State.OPEN:
-                    if code in _RESERVED:
-                        self.protocol.send_close()
-                    else:
-                        self.protocol.send_close(code, message.get("reason") or "")
-                await self._flush()
+                if self.close_rcvd is None:
+                    code = message.get("code", 1005)
+                    reason = (message.get("reason") or "").encode()
+                    self._write(
+                        _CLOSE,
+                        b"" if code in _RESERVED else code.to_bytes(2) + reason,
+                    )
                 return
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        for data in self.protocol.data_to_send():
-            if data:
-                with contextlib.suppress(OSError):
-                    await loop.sock_sendall(self.ours, data)
 
 
 _tasks: set[asyncio.Task[None]] = set()  # running, kept from the collector
