@@ -31,6 +31,9 @@ if os.environ.get("DJANGO_WEBSOCKET_TESTS_HANDSHAKE_TIMEOUT"):
     WEBSOCKET_HANDSHAKE_TIMEOUT = float(
         os.environ["DJANGO_WEBSOCKET_TESTS_HANDSHAKE_TIMEOUT"]
     )
+if os.environ.get("DJANGO_WEBSOCKET_TESTS_PING"):  # "interval,timeout"
+    interval, timeout = os.environ["DJANGO_WEBSOCKET_TESTS_PING"].split(",")
+    WEBSOCKET_PING_INTERVAL, WEBSOCKET_PING_TIMEOUT = float(interval), float(timeout)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",

@@ -4,6 +4,7 @@ flooding client) runs on uvicorn there too."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import pytest
@@ -90,3 +91,15 @@ def test_groups_reach_every_member(server):
         ada.send("hello, room")
         assert bob.receive() == "hello, room"
         assert ada.receive() == "hello, room"
+
+
+def test_the_bridge_answers_the_views_keepalive_pings(server_process):
+    """The view pings its end of the socket pair; were the pongs missing,
+    the view would close an idle connection at the ping timeout."""
+    server = server_process("uvicorn", env={"DJANGO_WEBSOCKET_TESTS_PING": "0.1,0.2"})
+    with WebSocketClient(server.url, "/echo/", timeout=TIMEOUT) as echo:
+        time.sleep(1.0)  # five ping intervals, idle
+        echo.send("still here")
+        assert echo.receive() == "still here"
+        echo.close()
+    assert echo.close_code == CloseCode.NORMAL_CLOSURE
