@@ -1,4 +1,4 @@
-"""The same WebSocket views under an ASGI server (uvicorn, daphne).
+"""The same WebSocket views under an ASGI server (uvicorn, granian, daphne).
 
 ``get_asgi_application()`` serves HTTP through Django's own ``ASGIHandler``.
 A WebSocket scope runs the site's WSGI stack (middleware, URL resolver, the
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import io
 import re
 import signal
@@ -61,6 +62,7 @@ def get_asgi_application() -> ASGIApp:
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            _close_first_on(signal.SIGTERM, signal.SIGINT)
             await _Bridge(wsgi, scope, receive, send).run()
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send)
@@ -95,24 +97,56 @@ async def _close_all() -> None:
         await asyncio.sleep(0.05)
 
 
+_wrapped: set[tuple[int, int]] = set()  # (id of the loop, signal) done
+
+
 def _close_first_on(*signums: int) -> None:
     """Have the server's own handler of *signums* run only once the
     WebSockets are closed with 1001: servers close them themselves on the
-    way out (uvicorn with 1012) before the lifespan shutdown comes."""
+    way out (uvicorn with 1012, granian and daphne by dropping them) before
+    any lifespan shutdown comes, and daphne sends none.
+
+    Done once per event loop, at the lifespan startup or, for a server
+    without lifespan events, at the first WebSocket. A handler registered
+    with the loop (granian's) is wrapped there; one set with
+    ``signal.signal()`` (uvicorn's, twisted's under daphne) is replaced by
+    a wrapper.
+    """
     loop = asyncio.get_running_loop()
+    # asyncio's own table of loop.add_signal_handler() handlers (private).
+    registered: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
     for signum in signums:
+        if (id(loop), signum) in _wrapped:
+            continue
+        _wrapped.add((id(loop), signum))
+        handle = registered.get(signum)
+        if handle is not None:
+            callback: Callable[[], object] = functools.partial(
+                handle._callback,  # type: ignore[attr-defined]
+                *handle._args,
+            )
+            loop.add_signal_handler(signum, _close_then, loop, callback)
+            continue
         previous = signal.getsignal(signum)
         if not callable(previous):
             continue
 
         def close_then(signum: int, frame: Any, previous: Any = previous) -> None:
-            async def then() -> None:
-                await _close_all()
-                previous(signum, frame)
-
-            loop.call_soon_threadsafe(lambda: _keep(loop.create_task(then())))
+            loop.call_soon_threadsafe(
+                _close_then, loop, functools.partial(previous, signum, frame)
+            )
 
         signal.signal(signum, close_then)
+
+
+def _close_then(
+    loop: asyncio.AbstractEventLoop, callback: Callable[[], object]
+) -> None:
+    async def then() -> None:
+        await _close_all()
+        callback()
+
+    _keep(loop.create_task(then()))
 
 
 class _Bridge(asyncio.Protocol):
@@ -337,7 +371,17 @@ class _Bridge(asyncio.Protocol):
                 message = self.outgoing.popleft()
                 if message is None:
                     return await self._close_client()
-                await self.send(message)
+                if self.closed_by_client:
+                    continue  # sent after the client left, as on TCP: lost
+                try:
+                    await self.send(message)
+                except Exception:  # noqa: BLE001
+                    # The server's connection is gone (each server says so
+                    # with its own exception): tell the view, as a TCP reset
+                    # would, and drop what it still sends.
+                    self.closed_by_client = True
+                    if self.close_rcvd is None:
+                        self._write(_CLOSE, b"")
             if self.reading_paused and self.transport is not None:
                 self.reading_paused = False
                 self.transport.resume_reading()
@@ -351,8 +395,16 @@ class _Bridge(asyncio.Protocol):
         code, reason = self.close_rcvd or (1000, "")
         if code in _RESERVED:
             code, reason = 1000, ""
-        with contextlib.suppress(Exception):
+        try:
             await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except OSError:
+            pass  # the client is gone
+        except Exception as refused:
+            if code == 1000:
+                raise
+            # The server refuses the code (daphne sends only 1000 and
+            # 3000-4999): an application that fails is closed with 1011.
+            raise CloseRefused(code, reason) from refused
 
     async def _from_client(self) -> None:
         """Relay the client's messages to the view as frames."""
@@ -375,6 +427,14 @@ class _Bridge(asyncio.Protocol):
                         b"" if code in _RESERVED else code.to_bytes(2) + reason,
                     )
                 return
+
+
+class CloseRefused(Exception):
+    """The ASGI server would not send the view's close code: raised out of
+    the application, so that the server closes the connection with 1011."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the server refused close code {code} ({reason!r})")
 
 
 _tasks: set[asyncio.Task[None]] = set()  # running, kept from the collector

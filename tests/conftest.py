@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -15,7 +14,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.sync.client import ClientConnection, connect
 
 from django_websocket.testing import LiveServer
-from django_websocket.tests.conftest import ServerProcess, free_port
+from django_websocket.tests.conftest import (
+    ServerProcess,
+    asgi_server_command,
+    free_port,
+)
 
 # One unit for every wait; raise it on a slow machine.
 TIMEOUT = float(os.environ.get("STARTER_TEST_TIMEOUT", "5"))
@@ -53,16 +56,13 @@ def live_server(transactional_db: None) -> Iterator[LiveServer]:
         yield server
 
 
-def start_uvicorn(env: dict[str, str]) -> ServerProcess:
-    """``uvicorn config.asgi:application`` on a free port of 127.0.0.1, as
-    docs/deploy.md runs it, with *env* added to the environment."""
+def start_asgi(kind: str, env: dict[str, str]) -> ServerProcess:
+    """Serve ``config.asgi:application`` with the ASGI server *kind* (one of
+    ``ASGI_SERVERS``) on a free port of 127.0.0.1, with *env* added to the
+    environment."""
     port = free_port()
-    return ServerProcess(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        port,
-        env,
-    )  # fmt: skip
+    command = [*asgi_server_command(kind, port), "config.asgi:application"]
+    return ServerProcess(command, port, env)
 
 
 @pytest.fixture

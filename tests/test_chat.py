@@ -32,8 +32,13 @@ from apps.chat import rooms
 from apps.chat.models import Message, Room
 from apps.chat.rooms import JoinCloseCode
 from django_websocket.testing import LiveServer
-from django_websocket.tests.conftest import RedisServer, ServerProcess, free_port
-from tests.conftest import TIMEOUT, start_uvicorn
+from django_websocket.tests.conftest import (
+    ASGI_SERVERS,
+    RedisServer,
+    ServerProcess,
+    free_port,
+)
+from tests.conftest import TIMEOUT, start_asgi
 
 ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
@@ -715,9 +720,10 @@ def database_url(
 def site(
     database_url: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ServerProcess]]:
-    """Start runserver processes (uvicorn ones for a test that parametrizes
-    ``site`` indirectly) on *database_url* with tests/server_settings.py and
-    its environment switches; each one is stopped by its PID."""
+    """Start runserver processes (those of an ASGI server, for a test that
+    parametrizes ``site`` indirectly with its name) on *database_url* with
+    tests/server_settings.py and its environment switches; each one is
+    stopped by its PID."""
     started: list[ServerProcess] = []
     kind = getattr(request, "param", "runserver")
 
@@ -727,8 +733,8 @@ def site(
             "DJANGO_SETTINGS_MODULE": "tests.server_settings",
             **env,
         }
-        if kind == "uvicorn":
-            server = start_uvicorn(env)
+        if kind in ASGI_SERVERS:
+            server = start_asgi(kind, env)
         else:
             port = free_port()
             server = ServerProcess(
@@ -745,7 +751,7 @@ def site(
         server.stop()
 
 
-@pytest.mark.parametrize("site", ["runserver", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("site", ["runserver", *ASGI_SERVERS], indirect=True)
 def test_with_atomic_requests_members_see_each_other_and_nothing_is_lost(
     site: Callable[..., ServerProcess],
 ) -> None:
@@ -852,7 +858,7 @@ def stored_ids(base: str, room: str = "lobby") -> list[int]:
 SENDERS, POSTS, READERS = 6, 30, 4
 
 
-@pytest.mark.parametrize("site", ["runserver", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("site", ["runserver", *ASGI_SERVERS], indirect=True)
 def test_concurrent_senders_leave_no_gap_in_any_readers_stream(
     site: Callable[..., ServerProcess],
 ) -> None:

@@ -1,5 +1,6 @@
 """The echo view end to end, websockets' client against each kind of server:
-the library's threaded server (in this process) and uvicorn (a process)."""
+the library's threaded server (in this process) and each ASGI server (a
+process)."""
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -8,29 +9,41 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from django_websocket import CloseCode
-from django_websocket.tests.conftest import ServerProcess
-from tests.conftest import TIMEOUT, start_uvicorn
+from django_websocket.tests.conftest import ASGI_SERVERS, ServerProcess
+from tests.conftest import TIMEOUT, start_asgi
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
 
 
 @pytest.fixture(scope="module")
-def uvicorn() -> Iterator[ServerProcess]:
-    """``uvicorn config.asgi:application``, as docs/deploy.md runs it."""
-    server = start_uvicorn(
-        {"DJANGO_SETTINGS_MODULE": "tests.server_settings", "STARTER_TEST_URLS": "1"}
-    )
-    yield server
-    server.stop()
+def asgi_servers() -> Iterator[dict[str, ServerProcess]]:
+    """Each ASGI server serving ``config.asgi:application``, started when a
+    test first asks for it and stopped after the module."""
+    started: dict[str, ServerProcess] = {}
+
+    def start(kind: str) -> ServerProcess:
+        if kind not in started:
+            started[kind] = start_asgi(
+                kind,
+                {
+                    "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+                    "STARTER_TEST_URLS": "1",
+                },
+            )
+        return started[kind]
+
+    yield start  # type: ignore[misc]
+    for server in started.values():
+        server.stop()
 
 
-@pytest.fixture(params=["threaded", "uvicorn"])
+@pytest.fixture(params=["threaded", *ASGI_SERVERS])
 def ws_connect(request: pytest.FixtureRequest) -> WsConnect:
     """Open websockets' client on a path of each server in turn."""
     if request.param == "threaded":
         base = request.getfixturevalue("live_server").ws_url
     else:
-        base = request.getfixturevalue("uvicorn").url
+        base = request.getfixturevalue("asgi_servers")(request.param).url
 
     def open_path(path: str) -> AbstractContextManager[ClientConnection]:
         return connect(base + path, open_timeout=TIMEOUT, close_timeout=TIMEOUT)

@@ -25,7 +25,8 @@ from websockets.sync.client import ClientConnection, connect
 from apps.livesearch import index, pusher, views
 from apps.livesearch.conf import DEFAULTS
 from apps.livesearch.sources import LocalSource
-from tests.conftest import TIMEOUT, start_uvicorn
+from django_websocket.tests.conftest import ASGI_SERVERS
+from tests.conftest import TIMEOUT, start_asgi
 from tests.search_api import SearchApi, livesearch_threads, pollers_stopped
 
 WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
@@ -86,18 +87,21 @@ def ws_connect(
 ) -> Iterator[WsConnect]:
     """websockets' client on a path of the library's threaded server in this
     process or, for a test that parametrizes ``ws_connect`` indirectly with
-    "uvicorn", of ``uvicorn config.asgi:application`` started with the same
-    settings (which the test then cannot change)."""
+    the name of an ASGI server, of that server serving
+    ``config.asgi:application`` with the same settings (which the test then
+    cannot change)."""
     server = None
-    if getattr(request, "param", "threaded") == "threaded":
+    kind = getattr(request, "param", "threaded")
+    if kind == "threaded":
         base = request.getfixturevalue("live_server").ws_url
     else:
-        server = start_uvicorn(
+        server = start_asgi(
+            kind,
             {
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
                 "DJANGO_SETTINGS_MODULE": "tests.server_settings",
                 "STARTER_TEST_LIVESEARCH": json.dumps(livesearch_settings(api)),
-            }
+            },
         )
         base = server.url
 
@@ -177,7 +181,7 @@ def host(api: SearchApi) -> str:
 # Pushes
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_first_push_comes_at_once_with_at_most_ten_results(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -204,7 +208,7 @@ def test_first_push_comes_at_once_with_at_most_ten_results(
     }
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_later_pushes_come_every_interval_marking_what_is_new(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -222,7 +226,7 @@ def test_later_pushes_come_every_interval_marking_what_is_new(
     assert api.count("django") == 3
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_hacker_news_text_posts_link_to_their_discussion(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -277,7 +281,7 @@ def test_searxng_results_come_from_the_instance_json(
 # Shared polling
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_fifty_followers_of_one_query_cost_one_request_per_interval(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -311,7 +315,7 @@ def test_two_queries_are_polled_separately(
     assert api.count("beta") in {2, 3}
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_a_newcomer_gets_the_latest_push_at_once(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -396,7 +400,7 @@ def poll_error(message: str, detail: str, next_poll_in: float) -> dict[str, Any]
     }
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 @pytest.mark.parametrize(
     ("failure", "message", "detail", "delay"),
     [
@@ -447,7 +451,7 @@ def test_upstream_failure_is_reported_then_retried_until_it_heals(
     assert healed.at - failed.at >= delay * SLACK
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_a_newcomer_gets_the_latest_error_at_once(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:
@@ -745,7 +749,7 @@ def test_a_bad_search_is_refused_with_an_error_event(
         assert receive_results(ws)["query"] == "django"
 
 
-@pytest.mark.parametrize("ws_connect", ["threaded", "uvicorn"], indirect=True)
+@pytest.mark.parametrize("ws_connect", ["threaded", *ASGI_SERVERS], indirect=True)
 def test_a_bad_search_leaves_the_previous_one_running(
     api: SearchApi, ws_connect: WsConnect
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -175,14 +176,31 @@ class ServerProcess:
         return code
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+        """Kill the server and every process it started (its own session)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.wait()
 
     def final_output(self) -> str:
         """Stop the server and return all it printed (for failure messages)."""
         self.stop()
         return f"server output:\n{self.output}"
+
+
+# The ASGI servers tested, and how each is started on 127.0.0.1.
+ASGI_SERVERS = ("uvicorn", "daphne", "granian")
+
+
+def asgi_server_command(kind: str, port: int) -> list[str]:
+    """The command line that starts ASGI server *kind* on 127.0.0.1:*port*,
+    logging warnings only; the application comes last."""
+    return [sys.executable, "-m", *{
+        "uvicorn": ["uvicorn", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"],
+        "daphne": ["daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"],
+        "granian": ["granian", "--interface", "asgi", "--host", "127.0.0.1",
+                    "--port", str(port), "--log-level", "warning"],
+    }[kind]]  # fmt: skip
 
 
 @pytest.fixture
@@ -208,20 +226,11 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
                 f"127.0.0.1:{port}",
                 *extra,
             ]
-        elif kind == "uvicorn":
+        elif kind in ASGI_SERVERS:
             args = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
+                *asgi_server_command(kind, port),
                 *extra,
-                "django_websocket.asgi:get_asgi_application",
+                "django_websocket.tests.asgi:application",
             ]
         else:
             args = [
