@@ -7,7 +7,8 @@
 Each server runs pinned to CPU 0 and the Node ``ws`` load generator
 (``bench/loadgen``) to CPU 1, so the generator never competes with the
 server; the CPU time each one used is reported beside every figure. This
-project runs on runserver, gunicorn gthread and gevent, and uvicorn. The
+project runs on runserver, gunicorn gthread and gevent, and uvicorn, every
+scenario, and on granian and daphne, the headline ones. The
 peers, Django Channels 4 + daphne and Flask-Sock on gunicorn gthread, run
 every scenario; the reference points, Channels 4 + uvicorn, Flask-Sock on
 gunicorn gevent, a bare ASGI application on uvicorn (the ceiling of any
@@ -63,7 +64,7 @@ class Server:
     cwd: Path = ROOT
     env: dict[str, str] = field(default_factory=dict)
     peer: bool = False
-    # A reference point beyond the two required peers: runs only HEADLINE.
+    # A reference point beyond the required servers: runs only HEADLINE.
     reference: bool = False
 
 
@@ -140,6 +141,42 @@ def servers(port: int, search_api: str = "") -> list[Server]:
             [str(VENV / "uvicorn"), *uvicorn, "config.asgi:application"],
             env=ours_env,
         ),
+        Server(
+            "granian",
+            "this project, granian",
+            [
+                str(VENV / "granian"),
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backlog",
+                "4096",
+                "--log-level",
+                "warning",
+                "config.asgi:application",
+            ],
+            env=ours_env,
+            reference=True,
+        ),  # fmt: skip
+        Server(
+            "daphne",
+            "this project, daphne",
+            [
+                str(VENV / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-v",
+                "0",
+                "config.asgi:application",
+            ],
+            env=ours_env,
+            reference=True,
+        ),  # fmt: skip
         peer(
             "channels",
             "Channels 4 + daphne",
@@ -617,7 +654,7 @@ def run_server(
         )
     fanout = f"livesearch-fanout {FANOUT_CLIENTS} clients"
     wanted = any(fanout.startswith(p) for p in prefixes) if prefixes else True
-    if wanted and not server.peer:
+    if wanted and not (server.peer or server.reference):
         figures[fanout] = on_fresh_process(
             server,
             port,
@@ -627,7 +664,7 @@ def run_server(
     members = 100 if quick else CHURN_MEMBERS
     churn = f"presence-churn {members} members"
     wanted = any(churn.startswith(p) for p in prefixes) if prefixes else True
-    if wanted and not server.peer:
+    if wanted and not (server.peer or server.reference):
         with chat_database() as url:
             figures[churn] = on_fresh_process(
                 dataclasses.replace(server, env={**server.env, "DATABASE_URL": url}),
@@ -636,7 +673,7 @@ def run_server(
                 lambda running: presence_churn(running, members, 5 if quick else 20),
             )
     wanted = "hostile" in prefixes if prefixes else not quick
-    if wanted and not server.peer:
+    if wanted and not (server.peer or server.reference):
         for case in HOSTILE_CASES:
             title = f"hostile {HOSTILE_CASES[case]}"
             figures[title] = on_fresh_process(
