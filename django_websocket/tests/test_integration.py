@@ -14,6 +14,7 @@ import pytest
 from django_websocket import CloseCode
 from django_websocket.testing import WebSocketClient
 from django_websocket.tests.conftest import (
+    ASGI_SERVERS,
     HANDSHAKE,
     ROOT,
     TIMEOUT,
@@ -78,12 +79,15 @@ def test_with_atomic_requests_only_plain_http_runs_in_a_transaction(
 # Sessions.
 
 
+@pytest.mark.parametrize(
+    "server", [("runserver", "--noreload"), *((name,) for name in ASGI_SERVERS)]
+)
 def test_a_session_changed_by_a_socket_view_is_saved_under_the_clients_key(
-    server_process, database
+    server_process, database, server
 ):
-    server = server_process(
-        "runserver", "--noreload", env={"DJANGO_WEBSOCKET_TESTS_DB": str(database)}
-    )
+    """Under runserver and each ASGI server (whose HTTP requests Django's
+    ASGIHandler serves)."""
+    server = server_process(*server, env={"DJANGO_WEBSOCKET_TESTS_DB": str(database)})
     _, cookie = get(server, "/session/start/")
     assert cookie.startswith("sessionid=")
     for visit in (1, 2):
