@@ -660,14 +660,26 @@ def _gevent_yield() -> None:
 def _gevent_wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     """Block the greenlet until *sock* is readable, up to *timeout* seconds.
 
-    Waiting on the hub directly, rather than through gevent's poll(), keeps
-    no poll object per connection and a shallower stack, which gevent copies
-    to the heap for every waiting greenlet: about 1 KiB less per connection.
+    gevent copies a waiting greenlet's C stack to the heap, so every C frame
+    between the view and the switch to gevent's hub costs each idle
+    connection its size. Starting the watchers here and switching to the hub
+    directly leaves out the frames of ``gevent.socket.wait_read()`` and its
+    ``Waiter`` (1 KiB per connection); a spurious switch back only makes
+    ``wait()`` look at the socket once more.
     """
-    from gevent.socket import wait_read  # type: ignore[import-untyped]
+    from gevent import get_hub, getcurrent
 
+    hub = get_hub()
+    switch = getcurrent().switch
+    watcher = hub.loop.io(sock.fileno(), 1)
+    watcher.start(switch, True)
+    timer = None
+    if timeout is not None:
+        timer = hub.loop.timer(max(timeout, 0.0))
+        timer.start(switch, False)
     try:
-        wait_read(sock.fileno(), timeout)
-    except TimeoutError:
-        return False
-    return True
+        return bool(hub.switch())
+    finally:
+        watcher.close()
+        if timer is not None:
+            timer.close()

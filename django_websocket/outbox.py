@@ -114,6 +114,8 @@ class Outbox:
             if not self._operations:
                 return None
             operation, size = self._operations.popleft()
+            if not self._operations:
+                self._operations = None
             self.pending_size -= size
             return operation
 
@@ -226,6 +228,8 @@ class Outbox:
                 chunks[0] = memoryview(chunk)[sent:]
                 break
             chunks.popleft()
+        if not chunks:
+            self._chunks = None  # an empty deque still holds a 600-byte block
         if wrote:
             self._notify()
         if not chunks and self.eof_pending:
