@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
 from django.db import connections
+from django.db.backends.signals import connection_created
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -150,21 +151,26 @@ class WebSocket:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         released = False
-        # The last read took bytes, so more may be waiting: read on before
-        # waiting again, rather than park between the 64 KiB reads of one
-        # large message.
-        more = False
+        # Whether to read the socket before looking at the inbox: it was
+        # readable, or the last read took bytes and more may be waiting (read
+        # on rather than park between the 64 KiB reads of one large message).
+        readable = more = False
         self._cooperate()
         while True:
-            with self._engine():
-                if deadline is not None and deadline <= time.monotonic():
-                    self._pump()  # a last look before giving up
+            # One pass under the engine lock per wake-up: read, then take the
+            # message, or mark the connection as being read before blocking.
+            self._lock.acquire()
+            try:
+                self._reading = False
+                if readable or (deadline is not None and deadline <= time.monotonic()):
+                    more = self._pump() and self._spot is not None
                 if self._inbox:
                     return self._inbox.pop()
                 if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
-            readable = False
+            finally:
+                self._release()
             try:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -173,10 +179,10 @@ class WebSocket:
                     _release_database_connections()
                     released = True
                 readable = more or self._readable(remaining)
-            finally:
+            except BaseException:
                 with self._engine():
                     self._reading = False
-                    more = readable and self._pump() and self._spot is not None
+                raise
 
     @overload
     def read(self) -> Message | None: ...
@@ -497,8 +503,9 @@ class WebSocket:
     def _flush(self, *, may_exceed: bool = False) -> None:
         """Hand the engine's output to the outbox; past the backlog limit the
         client is dropped, unless the view's own send is to wait for it."""
-        chunks = self._protocol.data_to_send()
-        if chunks and self._outbox.put(chunks, may_exceed=may_exceed):
+        if self._protocol.writes and self._outbox.put(
+            self._protocol.data_to_send(), may_exceed=may_exceed
+        ):
             self._hub.want_write(self)
         if self._protocol.close_expected() and self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + self._close_timeout
@@ -626,14 +633,34 @@ class WebSocket:
         self._run_callback(callback)
 
 
+# Per thread (as Django keeps its database connections): set when the last
+# release left no connection open, cleared when one opens (connection_created).
+_databases = threading.local()
+
+
 def _release_database_connections() -> None:
     """Before blocking, let Django close this thread's database connections
     as it does between requests (``CONN_MAX_AGE`` applies), so that thousands
     of idle sockets do not hold thousands of database connections. Never
-    inside a transaction."""
+    inside a transaction. Costs nothing while none has opened since the last
+    call closed them all."""
+    if getattr(_databases, "closed", False):
+        return
+    closed = True
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+        closed = closed and connection.connection is None
+    _databases.closed = closed
+
+
+def _on_connection_created(**kwargs: Any) -> None:
+    _databases.closed = False
+
+
+connection_created.connect(
+    _on_connection_created, dispatch_uid="django_websocket.connection_created"
+)
 
 
 def _new_poller(sock: socket.socket) -> select.poll:

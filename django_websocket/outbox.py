@@ -82,6 +82,10 @@ class Outbox:
         Returns:
             False if the client is (or is now) dropped.
         """
+        if not self.dropped and self.size + self.pending_size + size <= self.limit:
+            # Within the limit, nothing to decide under the lock: a drop that
+            # races with this is seen by put() before any byte is queued.
+            return True
         with self._lock:
             return self._admit(size, may_exceed)
 
@@ -110,6 +114,10 @@ class Outbox:
 
     def take(self) -> Callable[[], None] | None:
         """Return the oldest queued operation, or None."""
+        if not self._operations:
+            # Appended only under the lock, and taken only by the holder of
+            # the engine lock (the caller), so this look needs no lock.
+            return None
         with self._lock:
             if not self._operations:
                 return None
@@ -161,6 +169,8 @@ class Outbox:
         Returns:
             False if the client was dropped.
         """
+        if self.size <= self.limit:
+            return not self.dropped
         with self._lock:
             while self.size > self.limit and not self.dropped:
                 before = self.size
