@@ -131,6 +131,19 @@ class WebSocket:
         self._parking = None if self._green else self._hub.parking()
         self._spot = None if self._parking is None else Spot(sock)
         self._poller = None if self._green or self._spot else _new_poller(sock)
+        # A thread that waits for its socket directly (parking.py) waits in a
+        # blocking recv(), which returns the bytes poll() would only announce:
+        # the socket goes back to blocking mode, and every other read and
+        # write passes MSG_DONTWAIT. TLS sockets take no flags: they poll.
+        self._recv_flags = 0
+        if self._spot is not None and not isinstance(sock, ssl.SSLSocket):
+            sock.setblocking(True)
+            self._recv_flags = self._outbox.flags = socket.MSG_DONTWAIT
+        # Set (under the engine lock) while the view's thread may block in
+        # recv(): no other thread reads the socket, so bytes are taken in in
+        # the order they came. What that recv() returned, until taken in.
+        self._receiving = False
+        self._received: bytes | None = None
         self._hub.add(self)
         if ping_interval:
             self._ping_timer = self._hub.call_at(
@@ -161,14 +174,25 @@ class WebSocket:
             # message, or mark the connection as being read before blocking.
             self._lock.acquire()
             try:
-                self._reading = False
-                if readable or (deadline is not None and deadline <= time.monotonic()):
+                self._reading = self._receiving = False
+                received, self._received = self._received, None
+                if received is not None:
+                    more = self._take_in(received)
+                elif readable or (
+                    deadline is not None and deadline <= time.monotonic()
+                ):
                     more = self._pump() and self._spot is not None
                 if self._inbox:
                     return self._inbox.pop()
                 if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
+                self._receiving = (
+                    self._recv_flags != 0
+                    and deadline is None
+                    and not more
+                    and threading.get_ident() == self._owner
+                )
             finally:
                 self._release()
             try:
@@ -181,7 +205,8 @@ class WebSocket:
                 readable = more or self._readable(remaining)
             except BaseException:
                 with self._engine():
-                    self._reading = False
+                    self._reading = self._receiving = False
+                    self._received = None
                 raise
 
     @overload
@@ -426,7 +451,8 @@ class WebSocket:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
         if self._parking is not None and self._spot is not None:
-            woken = self._parking.wait(self._spot, timeout)
+            receive = self._receive if self._receiving else None
+            woken = self._parking.wait(self._spot, timeout, receive)
             if woken is not None:
                 return woken
             # Another thread waits on this connection: poll beside it.
@@ -452,11 +478,20 @@ class WebSocket:
                 self._protocol.receive_data(buffered)
                 self._handle_frames()
 
+    def _receive(self) -> None:
+        """Block in recv() for the next bytes (the view's thread, in wait())."""
+        try:
+            self._received = self.socket.recv(RECV_SIZE)
+        except WOULD_BLOCK:
+            pass
+        except OSError:
+            self._received = b""
+
     def _pump(self) -> bool:
         """Take in at most RECV_SIZE bytes, without blocking; nothing while
-        the view has max_queue messages unread, unless closing. Returns
-        True if bytes were taken."""
-        if self._protocol.state is State.CLOSED:
+        the view has max_queue messages unread, unless closing, nor while
+        the view's thread receives. Returns True if bytes were taken."""
+        if self._protocol.state is State.CLOSED or self._receiving:
             return False
         if self._inbox.full:
             if self._protocol.state is State.OPEN:
@@ -465,11 +500,18 @@ class WebSocket:
             # comes before it.
             self._inbox.discarding = True
         try:
-            data = self.socket.recv(RECV_SIZE)
+            data = self.socket.recv(RECV_SIZE, self._recv_flags)
         except WOULD_BLOCK:
             return False
         except OSError:
             data = b""
+        return self._take_in(data)
+
+    def _take_in(self, data: bytes) -> bool:
+        """Hand bytes read from the socket to the engine (``b""``: the end of
+        the stream). Returns True if bytes were taken."""
+        if self._protocol.state is State.CLOSED:
+            return False
         if data:
             self._unyielded += len(data)
             self._protocol.receive_data(data)

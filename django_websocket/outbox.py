@@ -45,6 +45,7 @@ class Outbox:
         "_operations",
         "dropped",
         "eof_pending",
+        "flags",
         "limit",
         "overflowed",
         "pending_size",
@@ -55,6 +56,8 @@ class Outbox:
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self.sock = sock
         self.limit = limit
+        # For send(): MSG_DONTWAIT when the socket is in blocking mode.
+        self.flags = 0
         # Serializes writes to the socket and protects everything below.
         # Held only for appends and non-blocking sends, never while the
         # connection's engine lock is being taken.
@@ -224,7 +227,7 @@ class Outbox:
         while chunks:
             chunk = chunks[0]
             try:
-                sent = self.sock.send(chunk)
+                sent = self.sock.send(chunk, self.flags)
             except WOULD_BLOCK:
                 break
             except OSError:

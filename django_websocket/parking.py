@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["LEASE", "POLLING", "RUNNABLE", "Parking", "Spot", "supported"]
 
@@ -112,10 +113,19 @@ class Parking:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def wait(self, spot: Spot, timeout: float | None) -> bool | None:
+    def wait(
+        self,
+        spot: Spot,
+        timeout: float | None,
+        receive: Callable[[], object] | None = None,
+    ) -> bool | None:
         """Block the calling thread until *spot*'s socket is readable (and,
         when parked, a place is free), or *timeout* seconds pass. Gives up
         the caller's place first, to the next readable spot in the queue.
+
+        Where the caller would wait in ``poll()`` with no timeout, it calls
+        *receive* instead, if given: a blocking ``recv()`` on the socket, one
+        system call where ``poll()`` and the read after it are two.
 
         Returns:
             True when readable (a parked caller now holds a place), False
@@ -146,6 +156,9 @@ class Parking:
             self._dispatch()
         try:
             if polling:
+                if receive is not None and timeout is None:
+                    receive()
+                    return True
                 return self._poll(spot, timeout)
             return self._park(spot, timeout)
         finally:
