@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import threading
 from typing import Any
 
@@ -50,6 +51,14 @@ def both(request: HttpRequest) -> HttpResponse | None:
     request.websocket.send("websocket")  # type: ignore[attr-defined]
     request.websocket.wait()  # type: ignore[attr-defined]
     return None
+
+
+@require_websocket
+def nagle(request: WebSocketRequest) -> None:
+    """Reports whether the socket sends small frames at once (TCP_NODELAY)."""
+    sock = request.websocket.socket
+    nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    observed.put(("nodelay", bool(nodelay)))
 
 
 @require_websocket
