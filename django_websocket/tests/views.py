@@ -203,12 +203,17 @@ def pinger(request: WebSocketRequest) -> None:
 @require_websocket
 def database_then_wait(request: WebSocketRequest) -> None:
     """Uses the database, waits, and reports whether the connection is
-    still open."""
+    still open; twice, the second wait with no timeout."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     request.websocket.send(f"open before waiting: {connection.connection is not None}")
     with contextlib.suppress(TimeoutError):
         request.websocket.wait(timeout=0.1)
+    request.websocket.send(f"open after waiting: {connection.connection is not None}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    request.websocket.send(f"open before waiting: {connection.connection is not None}")
+    request.websocket.wait()
     request.websocket.send(f"open after waiting: {connection.connection is not None}")
     request.websocket.wait()
 
