@@ -8,16 +8,16 @@ waiters ask for a million wake-ups a second; the core spends itself on
 them and the thread holding the GIL waits its turn behind them
 (``docs/performance.md``).
 
-So at most ``POLLING`` view threads wait in ``poll()`` on their own socket,
-the cheapest wake-up there is and a herd of that many at worst. The others
-park on a lock of their own, and one epoll instance, read by the hub
-thread, watches every parked socket (one-shot). A readable socket joins a
-queue, and its thread is woken only while fewer than ``RUNNABLE`` woken
-threads are running: a thread that waits again hands its place to the next
-in the queue itself. A burst becomes a queue, not a convoy. A woken thread
-that does not wait again within ``LEASE`` seconds (it is blocked on
-something else: a database, a sleep) loses its place to the next one, so a
-view never holds the others up for longer.
+So at most ``POLLING`` view threads wait in ``poll()`` (or a blocking
+``recv()``) on their own socket, the cheapest wake-up there is and a herd of
+that many at worst. The others park on a lock of their own, and one epoll
+instance, read by the hub thread, watches every parked socket (one-shot). A
+readable socket joins a queue, and its thread is woken only while fewer than
+``RUNNABLE`` woken threads are running: a thread that waits again hands its
+place to the next in the queue itself. A burst becomes a queue, not a
+convoy. A woken thread that does not wait again within ``LEASE`` seconds (it
+is blocked on something else: a database, a sleep) loses its place to the
+next one, so a view never holds the others up for longer.
 
 Linux only (epoll); elsewhere, and under gevent, views wait in ``poll()``.
 """
