@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
 from django.db import connections
+from django.db.backends.signals import connection_created
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -130,6 +131,19 @@ class WebSocket:
         self._parking = None if self._green else self._hub.parking()
         self._spot = None if self._parking is None else Spot(sock)
         self._poller = None if self._green or self._spot else _new_poller(sock)
+        # A thread that waits for its socket directly (parking.py) waits in a
+        # blocking recv(), which returns the bytes poll() would only announce:
+        # the socket goes back to blocking mode, and every other read and
+        # write passes MSG_DONTWAIT. TLS sockets take no flags: they poll.
+        self._recv_flags = 0
+        if self._spot is not None and not isinstance(sock, ssl.SSLSocket):
+            sock.setblocking(True)
+            self._recv_flags = self._outbox.flags = socket.MSG_DONTWAIT
+        # Set (under the engine lock) while the view's thread may block in
+        # recv(): no other thread reads the socket, so bytes are taken in in
+        # the order they came. What that recv() returned, until taken in.
+        self._receiving = False
+        self._received: bytes | None = None
         self._hub.add(self)
         if ping_interval:
             self._ping_timer = self._hub.call_at(
@@ -150,21 +164,37 @@ class WebSocket:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         released = False
-        # The last read took bytes, so more may be waiting: read on before
-        # waiting again, rather than park between the 64 KiB reads of one
-        # large message.
-        more = False
+        # Whether to read the socket before looking at the inbox: it was
+        # readable, or the last read took bytes and more may be waiting (read
+        # on rather than park between the 64 KiB reads of one large message).
+        readable = more = False
         self._cooperate()
         while True:
-            with self._engine():
-                if deadline is not None and deadline <= time.monotonic():
-                    self._pump()  # a last look before giving up
+            # One pass under the engine lock per wake-up: read, then take the
+            # message, or mark the connection as being read before blocking.
+            self._lock.acquire()
+            try:
+                self._reading = self._receiving = False
+                received, self._received = self._received, None
+                if received is not None:
+                    more = self._take_in(received)
+                elif readable or (
+                    deadline is not None and deadline <= time.monotonic()
+                ):
+                    more = self._pump() and self._spot is not None
                 if self._inbox:
                     return self._inbox.pop()
                 if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
-            readable = False
+                self._receiving = (
+                    self._recv_flags != 0
+                    and deadline is None
+                    and not more
+                    and threading.get_ident() == self._owner
+                )
+            finally:
+                self._release()
             try:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -173,10 +203,11 @@ class WebSocket:
                     _release_database_connections()
                     released = True
                 readable = more or self._readable(remaining)
-            finally:
+            except BaseException:
                 with self._engine():
-                    self._reading = False
-                    more = readable and self._pump() and self._spot is not None
+                    self._reading = self._receiving = False
+                    self._received = None
+                raise
 
     @overload
     def read(self) -> Message | None: ...
@@ -420,7 +451,8 @@ class WebSocket:
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
         if self._parking is not None and self._spot is not None:
-            woken = self._parking.wait(self._spot, timeout)
+            receive = self._receive if self._receiving else None
+            woken = self._parking.wait(self._spot, timeout, receive)
             if woken is not None:
                 return woken
             # Another thread waits on this connection: poll beside it.
@@ -446,11 +478,20 @@ class WebSocket:
                 self._protocol.receive_data(buffered)
                 self._handle_frames()
 
+    def _receive(self) -> None:
+        """Block in recv() for the next bytes (the view's thread, in wait())."""
+        try:
+            self._received = self.socket.recv(RECV_SIZE)
+        except WOULD_BLOCK:
+            pass
+        except OSError:
+            self._received = b""
+
     def _pump(self) -> bool:
         """Take in at most RECV_SIZE bytes, without blocking; nothing while
-        the view has max_queue messages unread, unless closing. Returns
-        True if bytes were taken."""
-        if self._protocol.state is State.CLOSED:
+        the view has max_queue messages unread, unless closing, nor while
+        the view's thread receives. Returns True if bytes were taken."""
+        if self._protocol.state is State.CLOSED or self._receiving:
             return False
         if self._inbox.full:
             if self._protocol.state is State.OPEN:
@@ -459,11 +500,18 @@ class WebSocket:
             # comes before it.
             self._inbox.discarding = True
         try:
-            data = self.socket.recv(RECV_SIZE)
+            data = self.socket.recv(RECV_SIZE, self._recv_flags)
         except WOULD_BLOCK:
             return False
         except OSError:
             data = b""
+        return self._take_in(data)
+
+    def _take_in(self, data: bytes) -> bool:
+        """Hand bytes read from the socket to the engine (``b""``: the end of
+        the stream). Returns True if bytes were taken."""
+        if self._protocol.state is State.CLOSED:
+            return False
         if data:
             self._unyielded += len(data)
             self._protocol.receive_data(data)
@@ -497,8 +545,9 @@ class WebSocket:
     def _flush(self, *, may_exceed: bool = False) -> None:
         """Hand the engine's output to the outbox; past the backlog limit the
         client is dropped, unless the view's own send is to wait for it."""
-        chunks = self._protocol.data_to_send()
-        if chunks and self._outbox.put(chunks, may_exceed=may_exceed):
+        if self._protocol.writes and self._outbox.put(
+            self._protocol.data_to_send(), may_exceed=may_exceed
+        ):
             self._hub.want_write(self)
         if self._protocol.close_expected() and self._closing_deadline is None:
             self._closing_deadline = time.monotonic() + self._close_timeout
@@ -626,14 +675,34 @@ class WebSocket:
         self._run_callback(callback)
 
 
+# Per thread (as Django keeps its database connections): set when the last
+# release left no connection open, cleared when one opens (connection_created).
+_databases = threading.local()
+
+
 def _release_database_connections() -> None:
     """Before blocking, let Django close this thread's database connections
     as it does between requests (``CONN_MAX_AGE`` applies), so that thousands
     of idle sockets do not hold thousands of database connections. Never
-    inside a transaction."""
+    inside a transaction. Costs nothing while none has opened since the last
+    call closed them all."""
+    if getattr(_databases, "closed", False):
+        return
+    closed = True
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+        closed = closed and connection.connection is None
+    _databases.closed = closed
+
+
+def _on_connection_created(**kwargs: Any) -> None:
+    _databases.closed = False
+
+
+connection_created.connect(
+    _on_connection_created, dispatch_uid="django_websocket.connection_created"
+)
 
 
 def _new_poller(sock: socket.socket) -> select.poll:

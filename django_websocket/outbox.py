@@ -45,6 +45,7 @@ class Outbox:
         "_operations",
         "dropped",
         "eof_pending",
+        "flags",
         "limit",
         "overflowed",
         "pending_size",
@@ -55,6 +56,8 @@ class Outbox:
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self.sock = sock
         self.limit = limit
+        # For send(): MSG_DONTWAIT when the socket is in blocking mode.
+        self.flags = 0
         # Serializes writes to the socket and protects everything below.
         # Held only for appends and non-blocking sends, never while the
         # connection's engine lock is being taken.
@@ -82,6 +85,10 @@ class Outbox:
         Returns:
             False if the client is (or is now) dropped.
         """
+        if not self.dropped and self.size + self.pending_size + size <= self.limit:
+            # Within the limit, nothing to decide under the lock: a drop that
+            # races with this is seen by put() before any byte is queued.
+            return True
         with self._lock:
             return self._admit(size, may_exceed)
 
@@ -110,6 +117,10 @@ class Outbox:
 
     def take(self) -> Callable[[], None] | None:
         """Return the oldest queued operation, or None."""
+        if not self._operations:
+            # Appended only under the lock, and taken only by the holder of
+            # the engine lock (the caller), so this look needs no lock.
+            return None
         with self._lock:
             if not self._operations:
                 return None
@@ -163,6 +174,8 @@ class Outbox:
         Returns:
             False if the client was dropped.
         """
+        if self.size <= self.limit:
+            return not self.dropped
         with self._lock:
             while self.size > self.limit and not self.dropped:
                 before = self.size
@@ -216,7 +229,7 @@ class Outbox:
         while chunks:
             chunk = chunks[0]
             try:
-                sent = self.sock.send(chunk)
+                sent = self.sock.send(chunk, self.flags)
             except WOULD_BLOCK:
                 break
             except OSError:

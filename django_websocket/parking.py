@@ -8,16 +8,16 @@ waiters ask for a million wake-ups a second; the core spends itself on
 them and the thread holding the GIL waits its turn behind them
 (``docs/performance.md``).
 
-So at most ``POLLING`` view threads wait in ``poll()`` on their own socket,
-the cheapest wake-up there is and a herd of that many at worst. The others
-park on a lock of their own, and one epoll instance, read by the hub
-thread, watches every parked socket (one-shot). A readable socket joins a
-queue, and its thread is woken only while fewer than ``RUNNABLE`` woken
-threads are running: a thread that waits again hands its place to the next
-in the queue itself. A burst becomes a queue, not a convoy. A woken thread
-that does not wait again within ``LEASE`` seconds (it is blocked on
-something else: a database, a sleep) loses its place to the next one, so a
-view never holds the others up for longer.
+So at most ``POLLING`` view threads wait in ``poll()`` (or a blocking
+``recv()``) on their own socket, the cheapest wake-up there is and a herd of
+that many at worst. The others park on a lock of their own, and one epoll
+instance, read by the hub thread, watches every parked socket (one-shot). A
+readable socket joins a queue, and its thread is woken only while fewer than
+``RUNNABLE`` woken threads are running: a thread that waits again hands its
+place to the next in the queue itself. A burst becomes a queue, not a
+convoy. A woken thread that does not wait again within ``LEASE`` seconds (it
+is blocked on something else: a database, a sleep) loses its place to the
+next one, so a view never holds the others up for longer.
 
 Linux only (epoll); elsewhere, and under gevent, views wait in ``poll()``.
 """
@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["LEASE", "POLLING", "RUNNABLE", "Parking", "Spot", "supported"]
 
@@ -112,10 +113,19 @@ class Parking:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def wait(self, spot: Spot, timeout: float | None) -> bool | None:
+    def wait(
+        self,
+        spot: Spot,
+        timeout: float | None,
+        receive: Callable[[], object] | None = None,
+    ) -> bool | None:
         """Block the calling thread until *spot*'s socket is readable (and,
         when parked, a place is free), or *timeout* seconds pass. Gives up
         the caller's place first, to the next readable spot in the queue.
+
+        Where the caller would wait in ``poll()`` with no timeout, it calls
+        *receive* instead, if given: a blocking ``recv()`` on the socket, one
+        system call where ``poll()`` and the read after it are two.
 
         Returns:
             True when readable (a parked caller now holds a place), False
@@ -146,6 +156,9 @@ class Parking:
             self._dispatch()
         try:
             if polling:
+                if receive is not None and timeout is None:
+                    receive()
+                    return True
                 return self._poll(spot, timeout)
             return self._park(spot, timeout)
         finally:

@@ -15,6 +15,7 @@ the servers that work.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -98,7 +99,8 @@ class Transport:
 def take_over(request: HttpRequest) -> Transport:
     """Take the raw socket of *request* from the WSGI server.
 
-    The socket is switched to non-blocking mode.
+    The socket is switched to non-blocking mode, and a TCP socket to
+    ``TCP_NODELAY``.
 
     Raises:
         HandshakeError: 501 if the server does not expose its socket.
@@ -120,6 +122,13 @@ def take_over(request: HttpRequest) -> Transport:
             "django_websocket's runserver or gunicorn (gthread or gevent)",
         )
     sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Frames go out as they are written: Nagle's algorithm would hold a
+        # small frame back until the client acknowledged the previous one
+        # (up to its delayed-ACK timeout). gunicorn sets this on its
+        # listening socket already; runserver does not.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Transport(socket=sock, buffered=buffered, response_class=response_class)
 
 

@@ -86,6 +86,11 @@ def test_read_returns_none_at_once_then_the_message_once_it_arrived(ws, observed
         assert observed() == ("count", 1, "two")
 
 
+def test_small_frames_are_not_held_back_for_the_previous_acknowledgement(ws, observed):
+    with ws("/nagle/"):
+        assert observed() == ("nodelay", True)
+
+
 def test_wait_returns_none_after_the_client_closes(ws, observed):
     with ws("/wait/") as client:
         client.send("first")

@@ -201,3 +201,7 @@ def test_waiting_releases_the_views_database_connection(server_process, tmp_path
     with WebSocketClient(process.url, "/database/", timeout=TIMEOUT) as client:
         assert client.receive() == "open before waiting: True"
         assert client.receive() == "open after waiting: False"
+        # Reconnected by the next query, and released again by the next wait.
+        assert client.receive() == "open before waiting: True"
+        client.send("go on")
+        assert client.receive() == "open after waiting: False"

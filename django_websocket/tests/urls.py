@@ -8,6 +8,7 @@ urlpatterns = [
     path("csrf-exempt-echo/", csrf_exempt(views.echo)),
     path("seed/", views.seed_echo),
     path("both/", views.both),
+    path("nagle/", views.nagle),
     path("nonblocking/", views.nonblocking),
     path("wait/", views.wait_until_closed),
     path("close/", views.server_closes),

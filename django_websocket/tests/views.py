@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import threading
 from typing import Any
 
@@ -50,6 +51,14 @@ def both(request: HttpRequest) -> HttpResponse | None:
     request.websocket.send("websocket")  # type: ignore[attr-defined]
     request.websocket.wait()  # type: ignore[attr-defined]
     return None
+
+
+@require_websocket
+def nagle(request: WebSocketRequest) -> None:
+    """Reports whether the socket sends small frames at once (TCP_NODELAY)."""
+    sock = request.websocket.socket
+    nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    observed.put(("nodelay", bool(nodelay)))
 
 
 @require_websocket
@@ -194,12 +203,17 @@ def pinger(request: WebSocketRequest) -> None:
 @require_websocket
 def database_then_wait(request: WebSocketRequest) -> None:
     """Uses the database, waits, and reports whether the connection is
-    still open."""
+    still open; twice, the second wait with no timeout."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     request.websocket.send(f"open before waiting: {connection.connection is not None}")
     with contextlib.suppress(TimeoutError):
         request.websocket.wait(timeout=0.1)
+    request.websocket.send(f"open after waiting: {connection.connection is not None}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    request.websocket.send(f"open before waiting: {connection.connection is not None}")
+    request.websocket.wait()
     request.websocket.send(f"open after waiting: {connection.connection is not None}")
     request.websocket.wait()
 
