@@ -168,14 +168,20 @@ class WebSocket:
         # readable, or the last read took bytes and more may be waiting (read
         # on rather than park between the 64 KiB reads of one large message).
         readable = more = False
+        # Only the view's own thread blocks in recv(); another thread that
+        # waits too polls beside it and leaves what it received alone.
+        mine = threading.get_ident() == self._owner
         self._cooperate()
         while True:
             # One pass under the engine lock per wake-up: read, then take the
             # message, or mark the connection as being read before blocking.
             self._lock.acquire()
             try:
-                self._reading = self._receiving = False
-                received, self._received = self._received, None
+                self._reading = False
+                received = None
+                if mine:
+                    self._receiving = False
+                    received, self._received = self._received, None
                 if received is not None:
                     more = self._take_in(received)
                 elif readable or (
@@ -187,12 +193,11 @@ class WebSocket:
                 if self._protocol.state is State.CLOSED:
                     return None
                 self._reading = True
-                self._receiving = (
-                    self._recv_flags != 0
-                    and deadline is None
-                    and not more
-                    and threading.get_ident() == self._owner
+                receiving = (
+                    mine and self._recv_flags != 0 and deadline is None and not more
                 )
+                if receiving:
+                    self._receiving = True
             finally:
                 self._release()
             try:
@@ -202,11 +207,15 @@ class WebSocket:
                 if not released:
                     _release_database_connections()
                     released = True
-                readable = more or self._readable(remaining)
+                readable = more or self._readable(remaining, receiving)
             except BaseException:
                 with self._engine():
-                    self._reading = self._receiving = False
-                    self._received = None
+                    self._reading = False
+                    if mine:
+                        self._receiving = False
+                        received, self._received = self._received, None
+                        if received is not None:
+                            self._take_in(received)
                 raise
 
     @overload
@@ -447,12 +456,15 @@ class WebSocket:
             info = self._close_info() or (CloseCode.ABNORMAL_CLOSURE, "")
             raise ConnectionClosed(*info)
 
-    def _readable(self, timeout: float | None) -> bool:
+    def _readable(self, timeout: float | None, receive: bool = False) -> bool:
+        """Wait until the socket is readable, up to *timeout* seconds; with
+        *receive* (the view's thread, no timeout), block in recv() instead
+        where the connection allows it."""
         if isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
             return True
         if self._parking is not None and self._spot is not None:
-            receive = self._receive if self._receiving else None
-            woken = self._parking.wait(self._spot, timeout, receive)
+            receive_now = self._receive if receive else None
+            woken = self._parking.wait(self._spot, timeout, receive_now)
             if woken is not None:
                 return woken
             # Another thread waits on this connection: poll beside it.

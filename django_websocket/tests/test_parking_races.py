@@ -4,7 +4,9 @@ records and timeouts. Every wait bounded."""
 
 from __future__ import annotations
 
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +19,19 @@ from django_websocket.hub import close_all, get_hub
 from django_websocket.parking import Parking, Spot, supported
 from django_websocket.tests.conftest import TIMEOUT
 from django_websocket.tests.views import observed as observations
-from django_websocket.tests.wire import CLOSE, RawWebSocket, close_payload
+from django_websocket.tests.wire import (
+    BINARY,
+    CLOSE,
+    TEXT,
+    RawWebSocket,
+    client_frame,
+    close_payload,
+)
 
 pytestmark = pytest.mark.skipif(not supported(), reason="epoll only")
 
+# Messages sent to two threads reading one connection.
+READERS_COUNT = 20_000
 # How long the helper reader of the first test waits: long enough to tell
 # "woken" (well under a second) from "never woken" (this whole timeout).
 READER_TIMEOUT = 3.0
@@ -58,9 +69,34 @@ def wait_forever(request):  # type: ignore[no-untyped-def]
         pass
 
 
+@require_websocket(ping_interval=None)
+def two_readers(request):  # type: ignore[no-untyped-def]
+    """The view's thread and a helper thread both wait for messages; the
+    one that gets "done" waits until the others are counted, then sends
+    how many binary messages arrived and whether each came once. The other
+    goes on waiting until the client closes."""
+    ws = request.websocket
+    numbers: list[int] = []
+
+    def collect() -> None:
+        while (message := ws.wait()) is not None:
+            if message == "done":
+                _until(lambda: len(numbers) >= READERS_COUNT)
+                whole = sorted(numbers) == list(range(READERS_COUNT))
+                ws.send(f"{len(numbers)} {whole}")
+            else:
+                numbers.append(struct.unpack(">I", message[:4])[0])
+
+    helper = threading.Thread(target=collect, daemon=True)
+    helper.start()
+    collect()
+    helper.join(TIMEOUT)
+
+
 urlpatterns = [
     path("reader/", reader_thread_then_return),
     path("forever/", wait_forever),
+    path("two-readers/", two_readers),
 ]
 
 
@@ -276,3 +312,29 @@ def test_a_queued_parked_wait_does_not_overrun_its_timeout():
         for a, b in pairs:
             a.close()
             b.close()
+
+
+@pytest.mark.urls(__name__)
+def test_a_second_thread_waiting_beside_the_view_keeps_the_stream_whole(
+    live_server,
+):
+    """The view's thread blocks in recv(); a second thread waiting on the
+    same connection polls beside it and must neither read the socket then
+    nor drop what the view's thread received: every message arrives once,
+    and no frame is cut in two (a protocol error, 1002)."""
+    frames = b"".join(
+        client_frame(BINARY, struct.pack(">I", n) * 8) for n in range(READERS_COUNT)
+    )
+    chunks = random.Random(2)
+    with RawWebSocket.open(live_server, "/two-readers/") as client:
+        sent = 0
+        while sent < len(frames):
+            size = chunks.randint(1, 400)
+            client.send(frames[sent : sent + size])
+            sent += size
+        client.send_frame(TEXT, b"done")
+        answer = client.recv_frame(timeout=TIMEOUT * 2)
+        client.send_frame(CLOSE, close_payload(CloseCode.NORMAL_CLOSURE))
+        assert client.expect_close().close_code == CloseCode.NORMAL_CLOSURE
+    assert answer.opcode == TEXT, answer
+    assert answer.payload == f"{READERS_COUNT} True".encode()
