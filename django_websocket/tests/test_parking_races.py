@@ -226,10 +226,18 @@ def test_a_reader_thread_parked_when_the_view_returns_is_not_woken(
     connections would be) while that happens, so the event is still
     unread when leave() unregisters the socket: the helper then only
     returns at its own timeout (with wait() and no timeout: never)."""
-    unblock = threading.Event()
+    blocking, unblock = threading.Event(), threading.Event()
+
+    def block() -> None:
+        blocking.set()
+        unblock.wait(TIMEOUT)
+
     with RawWebSocket.open(live_server, "/reader/") as client:
         assert _next("parked")
-        get_hub().call_at(time.monotonic(), lambda: unblock.wait(TIMEOUT))
+        get_hub().call_at(time.monotonic(), block)
+        # Busy before the client sends anything: else, on a loaded machine,
+        # the hub could wake the helper for the client's close frame first.
+        assert blocking.wait(TIMEOUT)
         try:
             frame = client.recv_frame()  # finish() sent its close
             assert frame.opcode == CLOSE
