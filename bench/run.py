@@ -102,6 +102,7 @@ def servers(port: int, search_api: str = "") -> list[Server]:
         "4096",
     ]
     threads = ["--threads", "6000", "--worker-connections", "10000"]
+    daphne = ["-b", "127.0.0.1", "-p", str(port)]
     uvicorn = [
         "--host",
         "127.0.0.1",
@@ -169,34 +170,18 @@ def servers(port: int, search_api: str = "") -> list[Server]:
             ],
             env=ours_env,
             reference=True,
-        ),  # fmt: skip
+        ),
         Server(
             "daphne",
             "this project, daphne",
-            [
-                str(VENV / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-v",
-                "0",
-                "config.asgi:application",
-            ],
+            [str(VENV / "daphne"), *daphne, "-v", "0", "config.asgi:application"],
             env=ours_env,
             reference=True,
-        ),  # fmt: skip
+        ),
         peer(
             "channels",
             "Channels 4 + daphne",
-            [
-                str(PEERS / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "channels_site.asgi:application",
-            ],
+            [str(PEERS / "daphne"), *daphne, "channels_site.asgi:application"],
         ),
         peer(
             "channels-uvicorn",

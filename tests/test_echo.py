@@ -16,7 +16,7 @@ WsConnect = Callable[[str], AbstractContextManager[ClientConnection]]
 
 
 @pytest.fixture(scope="module")
-def asgi_servers() -> Iterator[dict[str, ServerProcess]]:
+def asgi_servers() -> Iterator[Callable[[str], ServerProcess]]:
     """Each ASGI server serving ``config.asgi:application``, started when a
     test first asks for it and stopped after the module."""
     started: dict[str, ServerProcess] = {}
@@ -32,7 +32,7 @@ def asgi_servers() -> Iterator[dict[str, ServerProcess]]:
             )
         return started[kind]
 
-    yield start  # type: ignore[misc]
+    yield start
     for server in started.values():
         server.stop()
 
