@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from django_websocket import groups
-    from django_websocket.connection import Message, WebSocket
     from django_websocket.decorators import accept_websocket, require_websocket
     from django_websocket.exceptions import (
         BroadcastError,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     )
     from django_websocket.hub import close_all
     from django_websocket.request import WebSocketRequest
+    from django_websocket.websocket import Message, WebSocket
 
 __all__ = [
     "BroadcastError",
@@ -55,8 +55,8 @@ _LOCATIONS = {
     "CloseCode": "exceptions",
     "ConnectionClosed": "exceptions",
     "HandshakeError": "exceptions",
-    "Message": "connection",
-    "WebSocket": "connection",
+    "Message": "websocket",
+    "WebSocket": "websocket",
     "WebSocketError": "exceptions",
     "WebSocketRequest": "request",
     "accept_websocket": "decorators",

@@ -1,4 +1,4 @@
-"""``request.websocket``: one open WebSocket connection, used from a view.
+"""``request.websocket`` under a WSGI server: the view's thread on the client's socket.
 
 The view's thread reads its own socket (``wait()``, ``read()``, iteration);
 any thread may ``send()``. Everything a client can make the server hold is
@@ -21,7 +21,6 @@ operation and whichever thread holds the lock runs it before letting go.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -30,53 +29,36 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast, overload
+from typing import Any, cast
 
-from django.db import connections
-from django.db.backends.signals import connection_created
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from django_websocket.exceptions import CloseCode, ConnectionClosed
 from django_websocket.hub import TimerHandle, get_hub
-from django_websocket.inbox import Inbox, Message
+from django_websocket.inbox import Inbox
 from django_websocket.outbox import WOULD_BLOCK, Outbox
 from django_websocket.parking import Spot
+from django_websocket.websocket import (
+    Backlog,
+    Message,
+    WebSocket,
+    check_message,
+    release_database_connections,
+)
 
-__all__ = ["Backlog", "Message", "WebSocket"]
+__all__ = ["SocketWebSocket"]
 
 logger = logging.getLogger("django_websocket")
-
-T = TypeVar("T")
 
 # Bytes taken from the socket per read: the unit of work done under the
 # engine lock, after which other threads (and, under gevent, greenlets) run.
 RECV_SIZE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Backlog:
-    """What a connection holds for its client, in both directions."""
-
-    #: Complete messages the view has not read yet.
-    unread_messages: int
-    #: Their size: bytes, or characters for text.
-    unread_size: int
-    #: Bytes (or characters) of a fragmented message being reassembled.
-    partial_size: int
-    #: Outbound bytes and messages queued but not yet taken by the kernel.
-    outbound_bytes: int
-
-
-class WebSocket:
-    """An open WebSocket connection, available as ``request.websocket``.
-
-    Messages arrive as ``str`` (text frames) or ``bytes`` (binary frames).
-    Reading methods are meant for the view's own thread; ``send()``,
-    ``close()`` and ``ping()`` may be called from any thread.
-    """
+class SocketWebSocket(WebSocket):
+    """``request.websocket`` on the client's own socket (runserver, gunicorn)."""
 
     def __init__(
         self,
@@ -94,7 +76,6 @@ class WebSocket:
         self.socket = sock
         self.path = path
         self.subprotocol = subprotocol
-        #: When the connection opened (``time.monotonic()``).
         self.opened_at = time.monotonic()
         self._protocol = protocol
         self._ping_interval = ping_interval
@@ -118,8 +99,6 @@ class WebSocket:
         self._finished = False
         # Bytes read since this greenlet last yielded (gevent fairness).
         self._unyielded = 0
-        # Called once with this connection when it is released (groups use
-        # it to drop their membership).
         self._finish_callbacks: list[Callable[[WebSocket], object]] = []
         self._owner = threading.get_ident()
         self._hub = get_hub()
@@ -153,15 +132,6 @@ class WebSocket:
     # Reading.
 
     def wait(self, timeout: float | None = None) -> Message | None:
-        """Block until the next message arrives and return it.
-
-        Returns:
-            The message, or ``None`` once the connection is closed.
-
-        Raises:
-            TimeoutError: If *timeout* seconds pass without a message
-                (``timeout=0`` looks at the socket once).
-        """
         deadline = None if timeout is None else time.monotonic() + timeout
         released = False
         # Whether to read the socket before looking at the inbox: it was
@@ -205,7 +175,7 @@ class WebSocket:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} seconds")
                 if not released:
-                    _release_database_connections()
+                    release_database_connections()
                     released = True
                 readable = more or self._readable(remaining, receiving)
             except BaseException:
@@ -218,71 +188,25 @@ class WebSocket:
                             self._take_in(received)
                 raise
 
-    @overload
-    def read(self) -> Message | None: ...
-    @overload
-    def read(self, fallback: T) -> Message | T: ...
     def read(self, fallback: Any = None) -> Any:
-        """Return the next message if one has arrived, without blocking.
-
-        Returns:
-            The message, or *fallback* if none is waiting or the connection
-            is closed.
-        """
         with self._engine():
             if not self._inbox:
                 self._pump()
             return self._inbox.pop() if self._inbox else fallback
 
-    def has_messages(self) -> bool:
-        """Tell, without blocking, whether ``read()`` would return a message."""
-        return self.count_messages() > 0
-
     def count_messages(self) -> int:
-        """Return how many messages have arrived and not been read yet."""
         with self._engine():
             self._pump()
             return len(self._inbox)
 
-    def __iter__(self) -> Iterator[Message]:
-        """Yield messages as they arrive; the loop ends when the connection closes."""
-        while (message := self.wait()) is not None:
-            yield message
-
-    def receive_json(self, timeout: float | None = None) -> Any:
-        """Wait for the next message and decode it as JSON.
-
-        Returns:
-            The decoded value, or ``None`` once the connection is closed.
-
-        Raises:
-            ValueError: If the message is not valid JSON.
-            TimeoutError: If *timeout* seconds pass without a message.
-        """
-        message = self.wait(timeout)
-        return None if message is None else json.loads(message)
-
     # Sending.
 
     def send(self, message: Message) -> None:
-        """Send a text (``str``) or binary (``bytes``) message.
-
-        Never blocks another thread: from any thread but the view's own, a
-        client that lets ``max_send_backlog`` bytes pile up is dropped with
-        1008; the view's own thread waits for it to read instead.
-
-        Raises:
-            ConnectionClosed: If the connection is closing or closed.
-            TypeError: If *message* is neither ``str`` nor bytes-like.
-        """
+        check_message(message)
         if isinstance(message, str):
             data, text = message.encode(), True
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            data, text = bytes(message), False
         else:
-            raise TypeError(
-                f"message must be str or bytes, not {type(message).__name__}"
-            )
+            data, text = bytes(message), False
 
         def frame() -> None:
             if self._protocol.state is State.OPEN:
@@ -293,7 +217,7 @@ class WebSocket:
 
         self._submit(frame, len(data))
 
-    def send_shared(self, message: Message, cache: dict[str, bytes]) -> None:
+    def send_shared(self, message: Message, cache: dict[str, Any]) -> None:
         """``send()`` for a message that goes to many connections (groups).
 
         Connections without extensions send identical bytes, so the frame is
@@ -321,10 +245,6 @@ class WebSocket:
 
         self._submit(frame, len(frame_bytes))
 
-    def send_json(self, value: Any) -> None:
-        """Send *value* encoded as JSON in a text message."""
-        self.send(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-
     def ping(self, data: bytes = b"") -> threading.Event:
         """Send a ping; the returned event is set when its pong arrives.
 
@@ -342,12 +262,6 @@ class WebSocket:
         return event
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the closing handshake; does nothing if already closing.
-
-        Does not wait: the next ``wait()`` returns ``None`` once the client
-        has answered (or after ``WEBSOCKET_CLOSE_TIMEOUT``).
-        """
-
         def frame() -> None:
             if self._protocol.state is State.OPEN:
                 self._protocol.send_close(code, reason)
@@ -359,25 +273,10 @@ class WebSocket:
 
     @property
     def closed(self) -> bool:
-        """``True`` once the connection is closing or closed."""
         return self._protocol.state is not State.OPEN or self._outbox.dropped
 
     @property
-    def close_code(self) -> int | None:
-        """The close code, once closed: the client's, else the server's,
-        else 1006 (no close frame); ``None`` while open."""
-        info = self._close_info()
-        return None if info is None else info[0]
-
-    @property
-    def close_reason(self) -> str | None:
-        """The close reason matching ``close_code``; ``None`` while open."""
-        info = self._close_info()
-        return None if info is None else info[1]
-
-    @property
     def backlog(self) -> Backlog:
-        """What this connection holds right now (a snapshot)."""
         inbox = self._inbox
         return Backlog(
             unread_messages=len(inbox),
@@ -385,9 +284,6 @@ class WebSocket:
             partial_size=inbox.partial_size,
             outbound_bytes=self._outbox.size + self._outbox.pending_size,
         )
-
-    def __repr__(self) -> str:
-        return f"<WebSocket {self.path} {self._protocol.state.name}>"
 
     def _close_info(self) -> tuple[int, str] | None:
         if self._outbox.overflowed:
@@ -664,57 +560,13 @@ class WebSocket:
         if self._poller is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._poller.unregister(self.socket)
-        callbacks, self._finish_callbacks = self._finish_callbacks, []
-        for callback in callbacks:
-            self._run_callback(callback)
+        self._run_finish_callbacks()
 
     def release(self) -> None:
-        """Forget the connection: the server is done with its request."""
         self._hub.remove(self)
 
-    def _run_callback(self, callback: Callable[[WebSocket], object]) -> None:
-        try:
-            callback(self)
-        except Exception:
-            logger.exception("Finish callback %r of %r failed", callback, self)
-
-    def add_finish_callback(self, callback: Callable[[WebSocket], object]) -> None:
-        """Call *callback(websocket)* once the connection is released."""
-        with self._engine():
-            if not self._finished:
-                self._finish_callbacks.append(callback)
-                return
-        self._run_callback(callback)
-
-
-# Per thread (as Django keeps its database connections): set when the last
-# release left no connection open, cleared when one opens (connection_created).
-_databases = threading.local()
-
-
-def _release_database_connections() -> None:
-    """Before blocking, let Django close this thread's database connections
-    as it does between requests (``CONN_MAX_AGE`` applies), so that thousands
-    of idle sockets do not hold thousands of database connections. Never
-    inside a transaction. Costs nothing while none has opened since the last
-    call closed them all."""
-    if getattr(_databases, "closed", False):
-        return
-    closed = True
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
-        closed = closed and connection.connection is None
-    _databases.closed = closed
-
-
-def _on_connection_created(**kwargs: Any) -> None:
-    _databases.closed = False
-
-
-connection_created.connect(
-    _on_connection_created, dispatch_uid="django_websocket.connection_created"
-)
+    def _guard(self) -> contextlib.AbstractContextManager[None]:
+        return self._engine()
 
 
 def _new_poller(sock: socket.socket) -> select.poll:

@@ -36,11 +36,12 @@ from websockets.protocol import State
 
 from django_websocket.admission import Ticket, admit
 from django_websocket.conf import get_setting
-from django_websocket.connection import WebSocket
+from django_websocket.connection import SocketWebSocket
 from django_websocket.exceptions import CloseCode, ConnectionClosed, HandshakeError
 from django_websocket.handshake import is_upgrade_request, perform_handshake
 from django_websocket.inbox import Engine
-from django_websocket.transport import UpgradeResponse, take_over
+from django_websocket.transport import ACCEPT_KEY, UpgradeResponse, take_over
+from django_websocket.websocket import WebSocket
 
 __all__ = ["accept_websocket", "require_websocket"]
 
@@ -222,6 +223,17 @@ def _open(
     )
     ticket = admit(request.META.get("REMOTE_ADDR"))
     try:
+        accept = request.META.get(ACCEPT_KEY)
+        if accept is not None:  # under an ASGI server (asgi.py): no socket
+            websocket = accept(
+                path=request.path,
+                subprotocol=handshake.subprotocol,
+                max_message_size=options["max_message_size"],
+                max_send_backlog=options["max_send_backlog"],
+                max_queue=options["max_queue"],
+                send_timeout=options["ping_timeout"] or options["close_timeout"],
+            )
+            return websocket, UpgradeResponse, ticket
         transport = take_over(request)
         protocol = Engine(
             state=State.OPEN,
@@ -230,7 +242,7 @@ def _open(
             max_control_rate=options["max_control_rate"],
         )
         protocol.extensions = handshake.extensions
-        websocket = WebSocket(
+        websocket = SocketWebSocket(
             transport.socket,
             protocol,
             path=request.path,

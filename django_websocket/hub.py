@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from django_websocket.parking import Parking, supported
 
 if TYPE_CHECKING:
-    from django_websocket.connection import WebSocket
+    from django_websocket.connection import SocketWebSocket
+    from django_websocket.websocket import WebSocket
 
 __all__ = ["Hub", "TimerHandle", "close_all", "connection_count", "get_hub"]
 
@@ -56,7 +57,7 @@ class Hub:
         # registrations; never held while a connection's own lock is taken.
         self._lock = threading.Lock()
         self._connections: set[WebSocket] = set()
-        self._writers: set[WebSocket] = set()
+        self._writers: set[SocketWebSocket] = set()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._sequence = itertools.count()
         self._selector = selectors.DefaultSelector()
@@ -92,7 +93,7 @@ class Hub:
                 self._writers.discard(connection)
                 self._unregister(connection)
 
-    def want_write(self, connection: WebSocket) -> None:
+    def want_write(self, connection: SocketWebSocket) -> None:
         """Drain *connection*'s outbound buffer as its socket becomes writable."""
         with self._lock:
             if connection in self._writers or connection not in self._connections:
@@ -107,7 +108,7 @@ class Hub:
                 return
         self._wake()
 
-    def done_writing(self, connection: WebSocket) -> None:
+    def done_writing(self, connection: SocketWebSocket) -> None:
         with self._lock:
             if connection in self._writers:
                 self._writers.discard(connection)
@@ -143,7 +144,7 @@ class Hub:
             self._wake()  # the hub's next select() watches it
         return self._parking
 
-    def _unregister(self, connection: WebSocket) -> None:
+    def _unregister(self, connection: SocketWebSocket) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(connection.socket)
 

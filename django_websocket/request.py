@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from django_websocket.connection import WebSocket
+from django_websocket.websocket import WebSocket
 
 __all__ = ["WebSocketRequest"]
 

@@ -9,6 +9,10 @@ Supported servers:
   the view's response then stops gunicorn from writing (see
   ``_GunicornUpgradeResponse``).
 
+An ASGI server has no socket to give: ``asgi.py`` puts a callable in
+``environ["django_websocket.accept"]`` that opens the connection in memory
+(``bridge.py``).
+
 Under any other server the handshake is refused with 501 and a reason naming
 the servers that work.
 """
@@ -25,9 +29,10 @@ from django.http import HttpRequest, HttpResponse
 from django_websocket.exceptions import HandshakeError
 
 if TYPE_CHECKING:
-    from django_websocket.connection import WebSocket
+    from django_websocket.websocket import WebSocket
 
 __all__ = [
+    "ACCEPT_KEY",
     "SOCKET_KEY",
     "TAKE_BUFFERED_KEY",
     "UPGRADED_KEY",
@@ -40,6 +45,8 @@ __all__ = [
 SOCKET_KEY = "django_websocket.socket"
 TAKE_BUFFERED_KEY = "django_websocket.take_buffered"
 UPGRADED_KEY = "django_websocket.upgraded"
+# The key the ASGI application puts in the environ (asgi.py).
+ACCEPT_KEY = "django_websocket.accept"
 
 
 class UpgradeResponse(HttpResponse):
@@ -119,7 +126,8 @@ def take_over(request: HttpRequest) -> Transport:
         raise HandshakeError(
             501,
             "This server cannot hand its socket to a WebSocket view; use "
-            "django_websocket's runserver or gunicorn (gthread or gevent)",
+            "django_websocket's runserver, gunicorn (gthread or gevent) or "
+            "an ASGI server with django_websocket.asgi",
         )
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):

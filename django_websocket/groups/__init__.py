@@ -31,8 +31,8 @@ from django.dispatch import Signal
 from django.utils.module_loading import import_string
 
 from django_websocket.conf import get_setting
-from django_websocket.connection import Message, WebSocket
 from django_websocket.groups.base import BaseBackend
+from django_websocket.websocket import Message, WebSocket
 
 __all__ = [
     "BaseBackend",

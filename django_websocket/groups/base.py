@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from typing import Any
 
-from django_websocket.connection import Message, WebSocket
 from django_websocket.exceptions import ConnectionClosed
+from django_websocket.websocket import Message, WebSocket
 
 __all__ = ["BaseBackend"]
 
@@ -104,7 +105,7 @@ class BaseBackend:
             skipped; slow ones are dropped by their own backlog rule.
         """
         delivered = 0
-        cache: dict[str, bytes] = {}  # the frame, serialized once for all
+        cache: dict[str, Any] = {}  # the frame, prepared once for all
         for websocket in self.local_members(group):
             try:
                 websocket.send_shared(message, cache)

@@ -6,8 +6,8 @@ processes, use ``django_websocket.groups.redis.RedisBackend``.
 
 from __future__ import annotations
 
-from django_websocket.connection import Message
 from django_websocket.groups.base import BaseBackend
+from django_websocket.websocket import Message
 
 __all__ = ["LocalBackend"]
 

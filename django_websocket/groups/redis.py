@@ -24,10 +24,10 @@ import time
 import uuid
 from typing import Any
 
-from django_websocket.connection import Message
 from django_websocket.exceptions import BroadcastError
 from django_websocket.groups import reach_lost, reach_restored
 from django_websocket.groups.base import BaseBackend
+from django_websocket.websocket import Message
 
 __all__ = ["RedisBackend"]
 

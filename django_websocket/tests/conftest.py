@@ -175,6 +175,20 @@ class ServerProcess:
             self.process.stdout.close()
         return code
 
+    def rss_kib(self) -> int:
+        """Resident memory of the server and every process it started, KiB."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # After the command's name: state, ppid, pgrp, session...
+                session = int(stat.read_text().rsplit(")", 1)[1].split()[3])
+                if session == self.process.pid:
+                    status = (stat.parent / "status").read_text()
+                    total += int(status.split("VmRSS:", 1)[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile, or a kernel thread
+        return total
+
     def stop(self) -> None:
         """Kill the server and every process it started (its own session)."""
         with contextlib.suppress(ProcessLookupError):

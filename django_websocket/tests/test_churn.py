@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from django_websocket.connection import WebSocket
 from django_websocket.hub import get_hub
 from django_websocket.server import WebSocketRequestHandler
 from django_websocket.tests import views
@@ -33,6 +32,7 @@ from django_websocket.tests.wire import (
     client_frame,
     close_payload,
 )
+from django_websocket.websocket import WebSocket
 
 pytestmark = pytest.mark.urls("django_websocket.tests.urls")
 

@@ -23,6 +23,7 @@ urlpatterns = [
     path("sink/", views.sink),
     path("drain/", views.drain),
     path("never-reads/", views.never_reads),
+    path("streams/", views.streams),
     path("self-publisher/", views.publishes_to_itself),
     path("failing-callback/", views.failing_callback),
     path("polls/", views.polls),

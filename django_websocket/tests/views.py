@@ -240,6 +240,20 @@ def drain(request: WebSocketRequest) -> None:
 
 
 @require_websocket
+def streams(request: WebSocketRequest) -> None:
+    """Sends 256 messages of 64 KiB (16 MiB) from its own thread, then the
+    most it ever had queued, then closes: flow control holds it while its
+    client reads slowly."""
+    ws = request.websocket
+    most = 0
+    for number in range(256):
+        ws.send(number.to_bytes(4) + b"x" * (65536 - 4))
+        most = max(most, ws.backlog.outbound_bytes)
+    ws.send(str(most))
+    ws.close()
+
+
+@require_websocket
 def never_reads(request: WebSocketRequest) -> None:
     """Holds the connection without reading until the test releases it."""
     request.websocket.send("holding")
