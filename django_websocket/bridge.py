@@ -103,6 +103,7 @@ class AsgiWebSocket(WebSocket):
         # is waiting for the server to take one.
         self._sender: asyncio.Task[None] | None = None
         self._sending = False
+        self._close_timer: asyncio.TimerHandle | None = None
         self._finished = False
         self._finish_callbacks = []
         self._hub = get_hub()
@@ -153,7 +154,8 @@ class AsgiWebSocket(WebSocket):
         if isinstance(message, str):
             self._queue({"type": _SENT, "text": message}, len(message))
         else:
-            self._queue({"type": _SENT, "bytes": bytes(message)}, len(message))
+            data = bytes(message)
+            self._queue({"type": _SENT, "bytes": data}, len(data))
 
     def send_shared(self, message: Message, cache: dict[str, Any]) -> None:
         """``send()`` for a message that goes to many connections (groups):
@@ -163,8 +165,8 @@ class AsgiWebSocket(WebSocket):
             check_message(message)
             key = "text" if isinstance(message, str) else "bytes"
             value = message if isinstance(message, str) else bytes(message)
-            shared = cache["asgi"] = {"type": _SENT, key: value}
-        self._queue(shared, len(message))
+            shared = cache["asgi"] = ({"type": _SENT, key: value}, len(value))
+        self._queue(*shared)
 
     def ping(self, data: bytes = b"") -> threading.Event:
         """Set at once: the ASGI server sends the pings, and answers them."""
@@ -187,7 +189,9 @@ class AsgiWebSocket(WebSocket):
         with self._lock:
             if self._close is not None:
                 raise ConnectionClosed(*self._close_info_or_abnormal())
-            overflow = not owner and self._outbound_size + size > self._limit
+            overflow = (
+                not owner and size > 0 and self._outbound_size + size > self._limit
+            )
             if not overflow:
                 self._outbound.append((message, size))
                 self._outbound_size += size
@@ -197,6 +201,8 @@ class AsgiWebSocket(WebSocket):
             raise ConnectionClosed(*self._close_info_or_abnormal())
         if owner and self._outbound_size > self._limit:
             self._wait_below_limit()
+            if self._close is not None:
+                raise ConnectionClosed(*self._close_info_or_abnormal())
 
     def _wait_below_limit(self) -> None:
         """The view's own thread, past the limit: wait while the server
@@ -207,7 +213,7 @@ class AsgiWebSocket(WebSocket):
             while self._outbound_size > self._limit and self._close is None:
                 before = self._outbound_size
                 self._below_limit.wait(self._send_timeout)
-                if self._outbound_size >= before:
+                if self._close is None and self._outbound_size >= before:
                     break
             else:
                 return
@@ -216,8 +222,8 @@ class AsgiWebSocket(WebSocket):
     def _overflow(self) -> None:
         """Drop what is queued for the client and close with 1008."""
         with self._lock:
-            if self._overflowed:
-                return
+            if self._overflowed or self._close is not None:
+                return  # already closing: that close stands
             self._overflowed = True
             self._outbound.clear()
             self._outbound_size = 0
@@ -228,17 +234,27 @@ class AsgiWebSocket(WebSocket):
     def _abandon(self) -> None:
         """In the loop, after an overflow: stop waiting for the server to
         take a message the client does not read."""
-        if self._sending and self._sender is not None:
+        if self._sending and self._sender is not None and not self._sender.done():
             self._sender.cancel()
 
     def _closing(self, code: int, reason: str, *, send: bool = True) -> None:
         """Mark the connection closed with *code*, unless it is already,
         and, with *send*, queue the close for the server."""
         with self._lock:
-            if self._close is None:
-                self._closed_with(code, reason)
-                if send:
-                    self._queue_close(code, reason)
+            if self._close is not None:
+                return
+            self._closed_with(code, reason)
+            if send:
+                self._queue_close(code, reason)
+        if send:
+            self._call_in_loop(self._bound_close)
+
+    def _bound_close(self) -> None:
+        """In the loop, once a close is queued: a client that reads nothing
+        keeps the relay at most ``send_timeout`` more (as the closing
+        handshake is bounded on a socket), then the close goes out."""
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(self._send_timeout, self._abandon)
 
     # Under the lock.
 
@@ -291,6 +307,10 @@ class AsgiWebSocket(WebSocket):
         self.close(code, reason)
         with self._lock:
             self._finished = True
+            with contextlib.suppress(queue.Empty):
+                while self._inbound.get_nowait() is not None:
+                    pass  # unread: freed now, not with the connection
+            self._inbound.put(None)
         self._run_finish_callbacks()
 
     def release(self) -> None:
@@ -307,7 +327,11 @@ class AsgiWebSocket(WebSocket):
 
     async def relay(self, receive: Receive, send: Send) -> None:
         """Accept the connection, then relay both ways until it closes."""
-        await send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        try:
+            await send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        except BaseException:
+            self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
+            raise
         reader = asyncio.ensure_future(self._from_client(receive))
         self._sender = sender = asyncio.ensure_future(self._to_client(send))
         try:
@@ -322,10 +346,17 @@ class AsgiWebSocket(WebSocket):
                 send, {"type": "websocket.close", "code": int(code), "reason": reason}
             )
         finally:
+            # Whatever ended the relay, the view's wait() ends and its
+            # send() raises (no-op if already closed).
+            self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
             for task in (sender, reader):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.wait([sender, reader])
+            for task in (sender, reader):
+                if not task.cancelled():
+                    task.exception()  # retrieved: raised above if it matters
+            if self._close_timer is not None:
+                self._close_timer.cancel()  # else it keeps this object
 
     def _rang(self) -> None:
         """The doorbell rang for this connection."""
@@ -376,6 +407,17 @@ class AsgiWebSocket(WebSocket):
 
     async def _from_client(self, receive: Receive) -> None:
         """Put the client's messages in the view's queue, until it leaves."""
+        try:
+            await self._receive_all(receive)
+        except Exception:
+            # receive() failed: as a reset; the view and the sender stop.
+            self._client_gone = True
+            with self._lock:
+                self._closed_with(CloseCode.ABNORMAL_CLOSURE, "")
+                self._ring()
+            raise
+
+    async def _receive_all(self, receive: Receive) -> None:
         while True:
             if self._max_queue is not None and (
                 self._received - self._taken >= self._max_queue
