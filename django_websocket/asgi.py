@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -154,6 +155,7 @@ async def _websocket(wsgi: Any, scope: Scope, receive: Receive, send: Send) -> N
         return websocket
 
     def serve() -> None:
+        _yield_to_the_loop()
         status: list[Any] = []
 
         def start_response(line: str, headers: list[tuple[str, str]], *_: Any) -> Any:
@@ -182,6 +184,15 @@ async def _websocket(wsgi: Any, scope: Scope, receive: Receive, send: Send) -> N
         return
     await websocket.relay(receive, send)
     await done
+
+
+def _yield_to_the_loop() -> None:
+    """Schedule this (view) thread as a batch thread (Linux): woken by the
+    event loop, it runs once the loop waits or its time slice ends, rather
+    than preempting the loop only to wait for the GIL the loop holds (2.6
+    context switches of the loop per echoed message, 0.03 with this)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 async def _refuse(

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from django_websocket.exceptions import CloseCode, ConnectionClosed
@@ -96,13 +97,14 @@ class AsgiWebSocket(WebSocket):
         self._outbound: deque[tuple[Mapping[str, Any], int]] = deque()
         self._outbound_size = 0
         self._rung = False
-        self._wake: asyncio.Future[None] | None = None
         # Set by the loop once the server said the client is gone.
         self._client_gone = False
-        # The loop's task that hands messages to the server, and whether it
-        # is waiting for the server to take one.
-        self._sender: asyncio.Task[None] | None = None
-        self._sending = False
+        # In the loop: the server's send(), a send the server has not
+        # finished taking (nothing more goes to it meanwhile), and the end
+        # of relay().
+        self._send: Send | None = None
+        self._pending: asyncio.Task[None] | None = None
+        self._relayed: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._finished = False
         self._finish_callbacks = []
@@ -232,10 +234,16 @@ class AsgiWebSocket(WebSocket):
         self._call_in_loop(self._abandon)
 
     def _abandon(self) -> None:
-        """In the loop, after an overflow: stop waiting for the server to
-        take a message the client does not read."""
-        if self._sending and self._sender is not None and not self._sender.done():
-            self._sender.cancel()
+        """In the loop, after an overflow or once the close has waited
+        ``send_timeout``: stop waiting for the server to take a message the
+        client does not read, and hand it what is queued (the close)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+            with self._lock:
+                while self._outbound and self._outbound[0][0]["type"] == _SENT:
+                    self._outbound_size -= self._outbound.popleft()[1]
+            self._drain()
 
     def _closing(self, code: int, reason: str, *, send: bool = True) -> None:
         """Mark the connection closed with *code*, unless it is already,
@@ -332,66 +340,93 @@ class AsgiWebSocket(WebSocket):
         except BaseException:
             self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
             raise
+        self._send = send
+        self._relayed = self._loop.create_future()
         reader = asyncio.ensure_future(self._from_client(receive))
-        self._sender = sender = asyncio.ensure_future(self._to_client(send))
         try:
-            await asyncio.wait([sender])
-            if not sender.cancelled():
-                return sender.result()
-            # Abandoned in a send() the client never let finish (it reads
-            # nothing): what the server still takes is the close, which it
-            # sends within its close timeout, then drops the connection.
-            code, reason = self._close_info_or_abnormal()
-            await self._send_close(
-                send, {"type": "websocket.close", "code": int(code), "reason": reason}
-            )
+            self._drain()  # what the view sent before the accept
+            await self._relayed
         finally:
             # Whatever ended the relay, the view's wait() ends and its
-            # send() raises (no-op if already closed).
+            # send() raises (nothing happens if it is closed already).
             self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
-            for task in (sender, reader):
+            tasks = [task for task in (reader, self._pending) if task is not None]
+            for task in tasks:
                 task.cancel()
-            await asyncio.wait([sender, reader])
-            for task in (sender, reader):
+            await asyncio.wait(tasks)
+            for task in tasks:
                 if not task.cancelled():
-                    task.exception()  # retrieved: raised above if it matters
+                    task.exception()  # retrieved: the reader's ends the relay
             if self._close_timer is not None:
                 self._close_timer.cancel()  # else it keeps this object
 
     def _rang(self) -> None:
         """The doorbell rang for this connection."""
         self._rung = False
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._pending is None and self._relayed is not None:
+            self._drain()
 
-    async def _to_client(self, send: Send) -> None:
-        """Hand the view's messages to the server, up to and with the close."""
-        while True:
-            while self._outbound and not self._client_gone:
-                with self._lock:
-                    message, size = self._outbound.popleft()
-                    self._outbound_size -= size
-                    if self._below_limit is not None:
-                        self._below_limit.notify_all()
-                if message["type"] == _SENT:
-                    self._sending = True
-                    try:
-                        await send(message)
-                    except Exception:  # noqa: BLE001
-                        # The server's connection is gone (each server says
-                        # so with its own exception): as a reset on TCP.
-                        self._client_gone = True
-                        self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
-                    finally:
-                        self._sending = False
-                    continue
-                await self._send_close(send, message)
+    def _drain(self) -> None:
+        """Hand the view's messages to the server, up to and with the close,
+        each run at once: a send the server takes without waiting (the rule
+        under uvicorn) costs no task and no future; one that waits goes on
+        in a task, and the rest waits for it (``_sent``)."""
+        assert self._send is not None
+        while self._outbound and not self._client_gone:
+            with self._lock:
+                message, size = self._outbound.popleft()
+                self._outbound_size -= size
+                if self._below_limit is not None:
+                    self._below_limit.notify_all()
+            closing = message["type"] != _SENT
+            try:
+                if closing:
+                    pending = _run_eagerly(self._send_close(self._send, message))
+                else:
+                    pending = _run_eagerly(self._send(message))
+            except Exception as error:  # noqa: BLE001
+                self._sent_failed(error, closing)
                 return
-            if self._client_gone:
+            if pending is not None:
+                self._pending = pending
+                pending.add_done_callback(functools.partial(self._sent, closing))
                 return
-            self._wake = self._loop.create_future()
-            await self._wake
-            self._wake = None
+            if closing:
+                self._end_relay()
+                return
+        if self._client_gone:
+            self._end_relay()
+
+    def _sent(self, closing: bool, task: asyncio.Task[None]) -> None:
+        if task is not self._pending:
+            return  # abandoned
+        self._pending = None
+        if task.cancelled():
+            self._end_relay()
+        elif (error := task.exception()) is not None:
+            self._sent_failed(error, closing)
+        elif closing:
+            self._end_relay()
+        else:
+            self._drain()
+
+    def _sent_failed(self, error: BaseException, closing: bool) -> None:
+        if closing:
+            self._end_relay(error)  # CloseRefused, or the server's failure
+            return
+        # The server's connection is gone (each server says so with its
+        # own exception): as a reset on TCP.
+        self._client_gone = True
+        self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
+        self._end_relay()
+
+    def _end_relay(self, error: BaseException | None = None) -> None:
+        relayed = self._relayed
+        if relayed is not None and not relayed.done():
+            if error is None:
+                relayed.set_result(None)
+            else:
+                relayed.set_exception(error)
 
     async def _send_close(self, send: Send, message: Mapping[str, Any]) -> None:
         try:
@@ -410,11 +445,10 @@ class AsgiWebSocket(WebSocket):
         try:
             await self._receive_all(receive)
         except Exception:
-            # receive() failed: as a reset; the view and the sender stop.
+            # receive() failed: as a reset; the view and the relay stop.
             self._client_gone = True
-            with self._lock:
-                self._closed_with(CloseCode.ABNORMAL_CLOSURE, "")
-                self._ring()
+            self._closing(CloseCode.ABNORMAL_CLOSURE, "", send=False)
+            self._end_relay()
             raise
 
     async def _receive_all(self, receive: Receive) -> None:
@@ -430,9 +464,8 @@ class AsgiWebSocket(WebSocket):
             if message["type"] == "websocket.disconnect":
                 self._client_gone = True
                 code = message.get("code") or CloseCode.NO_STATUS_RCVD
-                with self._lock:
-                    self._closed_with(code, message.get("reason") or "")
-                    self._ring()  # the sender stops
+                self._closing(code, message.get("reason") or "", send=False)
+                self._end_relay()  # nothing more can go out
                 return
             if message["type"] != "websocket.receive":
                 continue
@@ -468,6 +501,52 @@ class AsgiWebSocket(WebSocket):
             return
         if self._max_queue is None or self._received - self._taken < self._max_queue:
             paused.set_result(None)
+
+
+def _run_eagerly(awaitable: Awaitable[None]) -> asyncio.Task[None] | None:
+    """Run *awaitable* until it first waits, in the caller's frame, as
+    Python 3.12's eager tasks do: ``None`` if it finished (its exception
+    raised here), else a task that runs the rest."""
+    coroutine = awaitable if isinstance(awaitable, Coroutine) else _awaiting(awaitable)
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_go_on(coroutine, waiting))
+
+
+async def _go_on(coroutine: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Run the rest of a coroutine that waits for *waiting*, what it
+    yielded: an asyncio future, a server's future-like object, or ``None``
+    (``asyncio.sleep(0)``)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                woken = loop.create_future()
+                waiting.add_done_callback(functools.partial(_resolve, woken))
+                await woken
+        except asyncio.CancelledError as cancelled:
+            if waiting is not None:
+                waiting.cancel()
+            resume = functools.partial(coroutine.throw, cancelled)
+        else:
+            resume = functools.partial(coroutine.send, None)  # it takes the outcome
+        try:
+            waiting = resume()
+        except StopIteration:
+            return
+
+
+def _resolve(future: asyncio.Future[None], _: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 class CloseRefused(Exception):
