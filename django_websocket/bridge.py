@@ -10,13 +10,15 @@ share two queues and no socket:
   stops asking the server for more while the view has ``max_queue``
   messages unread, so the server's own flow control slows the client down;
   a message over ``max_message_size`` closes with 1009.
-- Outbound, ``send()`` appends the ASGI message to a queue the loop drains,
-  from any thread. A connection with nothing queued rings the loop's
-  doorbell (``_Doorbell``): one ``call_soon_threadsafe()`` wakes the loop
-  for every connection that has rung meanwhile, so a broadcast to a
-  thousand members, or a hundred views sending at once, costs the loop one
-  wake-up. Past ``max_send_backlog`` bytes (characters for text) queued,
-  the client is dropped with 1008; the view's own thread waits instead.
+- Outbound, ``send()`` appends the ASGI message to the connection's queue,
+  from any thread, and rings the loop's doorbell unless it has already
+  (``_Doorbell``): one ``call_soon_threadsafe()`` wakes the loop for every
+  connection that rang meanwhile, so a broadcast to a thousand members, or
+  a hundred views sending at once, costs the loop one wake-up. In that
+  callback each connection's messages go to the server's ``send()``, run
+  at once rather than as tasks (``_drain``). Past ``max_send_backlog``
+  bytes (characters for text) queued, the client is dropped with 1008;
+  the view's own thread waits instead.
 """
 
 from __future__ import annotations
@@ -363,7 +365,8 @@ class AsgiWebSocket(WebSocket):
     def _rang(self) -> None:
         """The doorbell rang for this connection."""
         self._rung = False
-        if self._pending is None and self._relayed is not None:
+        relayed = self._relayed
+        if self._pending is None and relayed is not None and not relayed.done():
             self._drain()
 
     def _drain(self) -> None:
