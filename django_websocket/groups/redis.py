@@ -66,6 +66,12 @@ class RedisBackend(BaseBackend):
         self._socket_timeout = socket_timeout
         self._presence_ttl_ms = int(presence_ttl * 1000)
         self._heartbeat = presence_ttl / 3
+        # One presence write at a time, each reading the local presence under
+        # the lock: an older snapshot can never land after a newer one.
+        self._store_lock = threading.Lock()
+        # Groups whose presence in Redis may be stale (last write failed):
+        # rewritten at every heartbeat and reconnection, even once empty.
+        self._unsynced: set[str] = set()
         self._process_id = uuid.uuid4().hex
         self._redis = redis.Redis.from_url(
             url,
@@ -137,7 +143,7 @@ class RedisBackend(BaseBackend):
         try:
             self._store_presence(group)
         except self._errors as err:
-            # Restored by the listener when Redis is back.
+            # Rewritten by the listener at its next heartbeat or reconnection.
             logger.warning("Cannot store presence of %r in Redis (%s)", group, err)
 
     def presence(self, group: str) -> dict[str, int]:
@@ -163,14 +169,19 @@ class RedisBackend(BaseBackend):
         return counts
 
     def _store_presence(self, group: str) -> None:
-        counts = self.local_presence(group)
-        pipe = self._redis.pipeline()
-        if counts:
-            pipe.hset(self._presence_key(group), self._process_id, json.dumps(counts))
-        else:
-            pipe.hdel(self._presence_key(group), self._process_id)
-        pipe.set(self._alive_key(self._process_id), 1, px=self._presence_ttl_ms)
-        pipe.execute()
+        with self._store_lock:
+            self._unsynced.add(group)
+            counts = self.local_presence(group)
+            pipe = self._redis.pipeline()
+            if counts:
+                pipe.hset(
+                    self._presence_key(group), self._process_id, json.dumps(counts)
+                )
+            else:
+                pipe.hdel(self._presence_key(group), self._process_id)
+            pipe.set(self._alive_key(self._process_id), 1, px=self._presence_ttl_ms)
+            pipe.execute()
+            self._unsynced.discard(group)
 
     def _presence_key(self, group: str) -> str:
         return f"{self.prefix}presence:{group}"
@@ -230,7 +241,9 @@ class RedisBackend(BaseBackend):
                 if channel not in channels:
                     pubsub.subscribe(channel)
         with self._lock:
-            tracked = list(self._presence)
+            tracked = set(self._presence)
+        with self._store_lock:
+            tracked |= self._unsynced
         for group in tracked:
             self._store_presence(group)
         if not self._connected.is_set():
@@ -253,6 +266,10 @@ class RedisBackend(BaseBackend):
                     self._alive_key(self._process_id), 1, px=self._presence_ttl_ms
                 )
                 next_heartbeat = time.monotonic() + self._heartbeat
+                with self._store_lock:
+                    unsynced = list(self._unsynced)
+                for group in unsynced:
+                    self._store_presence(group)
             message = pubsub.get_message(timeout=min(1.0, self._heartbeat))
             if message is None:
                 pubsub.ping()  # detects a dead connection while idle
