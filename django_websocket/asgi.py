@@ -25,18 +25,15 @@ import io
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django_websocket.bridge import AsgiWebSocket
+from django_websocket.bridge import AsgiWebSocket, Receive, Send
 from django_websocket.transport import ACCEPT_KEY
 
 __all__ = ["get_asgi_application"]
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 

@@ -147,8 +147,10 @@ class AsgiWebSocket(WebSocket):
         with self._lock:
             self._taken += 1
             self._taken_size += len(message)
-        if self._paused is not None:
-            self._call_in_loop(self._resume_reading)
+        if self._paused is not None and (
+            self._max_queue is None or self._received - self._taken < self._max_queue
+        ):
+            self._call_in_loop(self._resume_reading)  # once below the limit
         return message
 
     # Sending (any thread).
